@@ -1,0 +1,1 @@
+"""Optional L1 anchoring of quorum-final checkpoints (design §10)."""

@@ -1,0 +1,1 @@
+"""The sez-node daemon and its command-line tools."""

@@ -1,0 +1,521 @@
+"""The corridor log store: receipts, MMR nodes, digest index and signed checkpoints in LMDB.
+
+Theory of operation
+-------------------
+One LMDB environment per process (design §14) holds every log this process
+writes or replicates, each identified by its origin. Named databases, with keys
+built for ordered scans (a 4-byte origin id, then big-endian numbers):
+
+=============  =============================  ==================================
+database       key                            value
+=============  =============================  ==================================
+``origins``    origin (UTF-8)                 msgpack {id, corridor_id, vkey}
+``heads``      origin id (u32)                size u64 ‖ root 32 ‖ last next_root 32
+``receipts``   origin id ‖ sequence u64       the receipt's canonical bytes
+``nodes``      origin id ‖ position u64       32-byte MMR node hash (post-order)
+``digests``    next_root (32)                 origin id ‖ sequence u64
+``checkpoints``origin id ‖ size u64           signed checkpoint note bytes
+``meta``       name                           value (``schema_version``)
+=============  =============================  ==================================
+
+Appends are batches: one write transaction holds the receipts, their MMR
+nodes, the digest index entries, the new head and (optionally) the checkpoint
+signed over the new root. LMDB commits are atomic and durable (fsync on commit),
+so a crash at any moment leaves the last committed batch whole and nothing
+half-written, and :meth:`LogStore.append` returns only after the commit: that
+return is the acknowledgement.
+
+Proofs read O(log n) stored nodes; the tree is never rebuilt.
+
+Everything here is synchronous (LMDB calls do not yield); callers in trio run
+long batches in a worker thread or keep them small.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import msgpack
+
+from protocol import mmr
+from protocol.checkpoints import Checkpoint, open_checkpoint
+from protocol.errors import PeerProtocolError
+from protocol.keys import VerifierKey
+from protocol.receipts import VerifiedReceipt, check_chain, genesis_root
+
+from .errors import StoreError
+
+__all__ = ["AppendResult", "Head", "LogStore", "OriginInfo"]
+
+SCHEMA_VERSION = b"1"
+DEFAULT_MAP_SIZE = 64 * 1024**3
+"""Virtual address space reserved for the map; the file grows only as data is written."""
+
+_U32 = struct.Struct(">I")
+_ID_U64 = struct.Struct(">IQ")
+_HEAD = struct.Struct(">Q32s32s")
+
+
+@dataclass(frozen=True, slots=True)
+class OriginInfo:
+    """A log this store holds: its origin, corridor, and the writer's registered key."""
+
+    origin: str
+    corridor_id: str
+    key: VerifierKey
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The state of one log: ``size`` receipts, MMR ``root``, and the last receipt's ``next_root``.
+
+    For an empty log ``root`` is SHA-256("") and ``last_next_root`` is the genesis root.
+    """
+
+    origin: str
+    size: int
+    root: bytes
+    last_next_root: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What a committed batch produced: the new head and the checkpoint stored with it, if any."""
+
+    head: Head
+    checkpoint: bytes | None
+
+
+class LogStore:
+    """An LMDB environment holding many corridor logs.
+
+    Args:
+        path: the data directory (created if missing unless ``readonly``).
+        map_size: LMDB map size in bytes (virtual; the file grows as needed).
+        readonly: open without write access (``fsck``, inspection).
+
+    Raises:
+        StoreError(io): the directory cannot be opened as an LMDB environment.
+    """
+
+    def __init__(self, path: str | Path, *, map_size: int = DEFAULT_MAP_SIZE, readonly: bool = False) -> None:
+        self.path = Path(path)
+        if readonly and not (self.path / "data.mdb").exists():
+            raise StoreError("not-found", f"no sez store at {self.path} (missing data.mdb)")
+        try:
+            if not readonly:
+                self.path.mkdir(parents=True, exist_ok=True)
+            self._env = lmdb.open(
+                str(self.path), map_size=map_size, max_dbs=16, readonly=readonly, subdir=True, lock=True
+            )
+        except lmdb.Error as exc:
+            raise StoreError("io", f"cannot open LMDB store at {self.path}: {exc}") from exc
+        create = not readonly
+        self._meta = self._env.open_db(b"meta", create=create)
+        self._origins = self._env.open_db(b"origins", create=create)
+        self._heads = self._env.open_db(b"heads", create=create)
+        self._receipts = self._env.open_db(b"receipts", create=create)
+        self._nodes = self._env.open_db(b"nodes", create=create)
+        self._digests = self._env.open_db(b"digests", create=create)
+        self._checkpoints = self._env.open_db(b"checkpoints", create=create)
+        if not readonly:
+            with self._env.begin(write=True) as txn:
+                version = txn.get(b"schema_version", db=self._meta)
+                if version is None:
+                    txn.put(b"schema_version", SCHEMA_VERSION, db=self._meta)
+                elif version != SCHEMA_VERSION:
+                    raise StoreError("io", f"store schema version {version!r} is not {SCHEMA_VERSION!r}")
+
+    def close(self) -> None:
+        """Close the environment. Idempotent."""
+        self._env.close()
+
+    def __enter__(self) -> LogStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- origins
+
+    def register_origin(self, origin: str, corridor_id: str, key: VerifierKey) -> OriginInfo:
+        """Register a log (idempotent): its corridor and the key its receipts and checkpoints verify under.
+
+        Raises:
+            StoreError(key-mismatch): the origin is registered with another key or corridor.
+        """
+        if key.name != origin:
+            raise StoreError("key-mismatch", f"key name {key.name!r} is not the origin {origin!r}")
+        with self._env.begin(write=True) as txn:
+            existing = self._origin_info(txn, origin)
+            if existing is not None:
+                if existing.key != key or existing.corridor_id != corridor_id:
+                    raise StoreError(
+                        "key-mismatch",
+                        f"origin {origin!r} is registered for {existing.corridor_id} with key "
+                        f"{existing.key.to_vkey()}",
+                    )
+                return existing
+            origin_id = txn.stat(self._origins)["entries"] + 1
+            record = {"id": origin_id, "corridor_id": corridor_id, "vkey": key.to_vkey()}
+            txn.put(origin.encode(), msgpack.packb(record), db=self._origins)
+            empty = _HEAD.pack(0, mmr.EMPTY_ROOT, genesis_root(corridor_id, origin))
+            txn.put(_U32.pack(origin_id), empty, db=self._heads)
+            return OriginInfo(origin, corridor_id, key, origin_id)
+
+    def origin(self, origin: str) -> OriginInfo:
+        """The registered log ``origin``.
+
+        Raises:
+            StoreError(unknown-origin): not registered.
+        """
+        with self._env.begin() as txn:
+            return self._require_origin(txn, origin)
+
+    def origins(self) -> list[OriginInfo]:
+        """Every registered log, in origin order."""
+        with self._env.begin() as txn:
+            return [self._decode_origin(bytes(k).decode(), bytes(v)) for k, v in txn.cursor(db=self._origins)]
+
+    def _decode_origin(self, origin: str, value: bytes) -> OriginInfo:
+        record: dict[str, Any] = msgpack.unpackb(value)
+        return OriginInfo(origin, record["corridor_id"], VerifierKey.from_vkey(record["vkey"]), record["id"])
+
+    def _origin_info(self, txn: lmdb.Transaction, origin: str) -> OriginInfo | None:
+        value = txn.get(origin.encode(), db=self._origins)
+        return None if value is None else self._decode_origin(origin, bytes(value))
+
+    def _require_origin(self, txn: lmdb.Transaction, origin: str) -> OriginInfo:
+        info = self._origin_info(txn, origin)
+        if info is None:
+            raise StoreError("unknown-origin", f"no log with origin {origin!r} in {self.path}")
+        return info
+
+    # ------------------------------------------------------------------- heads
+
+    def head(self, origin: str) -> Head:
+        """The current head of log ``origin``."""
+        with self._env.begin() as txn:
+            return self._head(txn, self._require_origin(txn, origin))
+
+    def _head(self, txn: lmdb.Transaction, info: OriginInfo) -> Head:
+        value = txn.get(_U32.pack(info.id), db=self._heads)
+        if value is None:
+            raise StoreError("corrupt", f"log {info.origin!r} has no head record")
+        size, root, last = _HEAD.unpack(value)
+        return Head(info.origin, size, root, last)
+
+    # ------------------------------------------------------------------ append
+
+    def append(
+        self,
+        origin: str,
+        batch: Sequence[VerifiedReceipt],
+        *,
+        sign: Callable[[Checkpoint], bytes] | None = None,
+    ) -> AppendResult:
+        """Append ``batch`` to log ``origin`` in one durable write transaction.
+
+        Each receipt must have been verified under the origin's registered key,
+        and must continue the chain (sequence, prev_root, corridor). If ``sign``
+        is given (the log writer), it is called with the checkpoint of the new
+        tree and must return the signed note; the note is verified with the
+        same function followers use before it is stored with the batch.
+
+        Atomic: on any error nothing is written. Returns only once durable.
+
+        Raises:
+            PeerProtocolError: a receipt does not continue the chain (``seq-gap``,
+                ``prev-root-mismatch``, ``wrong-corridor``) or ``duplicate-digest``.
+            StoreError: ``unknown-origin``, ``key-mismatch``, ``corrupt``, ``io``.
+        """
+        try:
+            with self._env.begin(write=True) as txn:
+                info = self._require_origin(txn, origin)
+                head = self._head(txn, info)
+                origin_id = info.id
+                nodes_db, receipts_db, digests_db = self._nodes, self._receipts, self._digests
+                put = txn.put
+                appender = mmr.MMRAppender.from_store(head.size, self._node_reader(txn, info))
+
+                def visit(pos: int, node: bytes) -> None:
+                    put(_ID_U64.pack(origin_id, pos), node, db=nodes_db)
+
+                seq, prev = head.size, head.last_next_root
+                for verified in batch:
+                    receipt = verified.receipt
+                    if verified.key != info.key:
+                        raise StoreError(
+                            "key-mismatch", f"receipt verified under a key not registered for {origin!r}"
+                        )
+                    check_chain(receipt, sequence=seq, prev_root=prev, corridor_id=info.corridor_id)
+                    rkey = _ID_U64.pack(origin_id, seq)
+                    if not put(receipt.next_root, rkey, db=digests_db, overwrite=False):
+                        raise PeerProtocolError(
+                            "duplicate-digest",
+                            f"a receipt with next_root {receipt.next_root.hex()} is stored",
+                        )
+                    put(rkey, receipt.raw, db=receipts_db)
+                    appender.append(mmr.hash_leaf(receipt.next_root), visit)
+                    prev = receipt.next_root
+                    seq += 1
+                root = appender.root()
+                put(_U32.pack(origin_id), _HEAD.pack(seq, root, prev), db=self._heads)
+                note = None
+                if sign is not None:
+                    note = sign(Checkpoint(origin=origin, size=seq, root=root))
+                    self._put_checkpoint(txn, info, note, expect_root=root)
+                new_head = Head(origin, seq, root, prev)
+        except lmdb.Error as exc:
+            raise StoreError("io", f"append to {origin!r} failed: {exc}") from exc
+        return AppendResult(new_head, note)
+
+    # ------------------------------------------------------------- checkpoints
+
+    def add_checkpoint(self, origin: str, note: bytes) -> Checkpoint:
+        """Store a checkpoint signed by the log, after checking it against the stored tree.
+
+        Idempotent for a checkpoint already stored at that size.
+
+        Raises:
+            PeerProtocolError: bad or missing log signature (from ``open_checkpoint``);
+                ``checkpoint-ahead`` (size beyond the stored log: sync first);
+                ``checkpoint-conflict`` (validly signed, different root at a stored size:
+                evidence of equivocation, with both roots in ``details``).
+        """
+        with self._env.begin(write=True) as txn:
+            info = self._require_origin(txn, origin)
+            return self._put_checkpoint(txn, info, note, expect_root=None)
+
+    def _put_checkpoint(
+        self, txn: lmdb.Transaction, info: OriginInfo, note: bytes, *, expect_root: bytes | None
+    ) -> Checkpoint:
+        cp, _ = open_checkpoint(note, info.key)
+        head = self._head(txn, info)
+        if cp.size > head.size:
+            raise PeerProtocolError(
+                "checkpoint-ahead",
+                f"checkpoint size {cp.size} is beyond the stored log ({head.size})",
+                size=cp.size,
+                stored=head.size,
+            )
+        stored_root = expect_root if expect_root is not None else self._root_at(txn, info, cp.size)
+        if cp.root != stored_root:
+            raise PeerProtocolError(
+                "checkpoint-conflict",
+                f"checkpoint for {info.origin} at size {cp.size} has a root that differs from the stored log",
+                size=cp.size,
+                checkpoint_root=cp.root.hex(),
+                stored_root=stored_root.hex(),
+            )
+        key = _ID_U64.pack(info.id, cp.size)
+        existing = txn.get(key, db=self._checkpoints)
+        if existing is None or len(note) > len(existing):
+            # A longer note at the same size carries more cosignatures of the same body.
+            txn.put(key, note, db=self._checkpoints)
+        return cp
+
+    def checkpoint(self, origin: str, size: int | None = None) -> bytes:
+        """The signed checkpoint at ``size``, or the latest one.
+
+        Raises:
+            StoreError(not-found): no checkpoint signed at that size (or none at all).
+        """
+        with self._env.begin() as txn:
+            info = self._require_origin(txn, origin)
+            if size is not None:
+                note = txn.get(_ID_U64.pack(info.id, size), db=self._checkpoints)
+                if note is None:
+                    raise StoreError("not-found", f"no checkpoint of {origin!r} at size {size}")
+                return bytes(note)
+            cursor = txn.cursor(db=self._checkpoints)
+            # Position on the last key of this origin: just before the next origin's first key.
+            found = cursor.prev() if cursor.set_range(_U32.pack(info.id + 1)) else cursor.last()
+            if found and cursor.key()[:4] == _U32.pack(info.id):
+                return bytes(cursor.value())
+            raise StoreError("not-found", f"no checkpoint of {origin!r} is stored")
+
+    def checkpoint_sizes(self, origin: str) -> list[int]:
+        """Sizes at which a signed checkpoint of ``origin`` is stored, ascending."""
+        with self._env.begin() as txn:
+            info = self._require_origin(txn, origin)
+            return [size for size, _ in self._iter_checkpoints(txn, info)]
+
+    def _iter_checkpoints(self, txn: lmdb.Transaction, info: OriginInfo) -> Iterator[tuple[int, bytes]]:
+        prefix = _U32.pack(info.id)
+        cursor = txn.cursor(db=self._checkpoints)
+        if not cursor.set_range(prefix):
+            return
+        for key, value in cursor:
+            if key[:4] != prefix:
+                return
+            yield _ID_U64.unpack(key)[1], bytes(value)
+
+    # ---------------------------------------------------------------- receipts
+
+    def receipt(self, origin: str, sequence: int) -> bytes:
+        """The canonical bytes of receipt ``sequence`` of ``origin``.
+
+        Raises:
+            StoreError: ``bad-index`` if there is no such receipt.
+        """
+        with self._env.begin() as txn:
+            info = self._require_origin(txn, origin)
+            raw = txn.get(_ID_U64.pack(info.id, sequence), db=self._receipts) if sequence >= 0 else None
+            if raw is None:
+                size = self._head(txn, info).size
+                raise StoreError("bad-index", f"{origin!r} has no receipt {sequence} (size {size})")
+            return bytes(raw)
+
+    def receipts(self, origin: str, start: int, end: int) -> list[bytes]:
+        """Receipts ``start`` ≤ sequence < ``end`` (clipped to the log), in order."""
+        out: list[bytes] = []
+        with self._env.begin() as txn:
+            info = self._require_origin(txn, origin)
+            end = min(end, self._head(txn, info).size)
+            if start >= end:
+                return out
+            cursor = txn.cursor(db=self._receipts)
+            cursor.set_key(_ID_U64.pack(info.id, max(start, 0)))
+            for _, value in cursor:
+                out.append(bytes(value))
+                if len(out) >= end - max(start, 0):
+                    break
+        return out
+
+    def find_digest(self, next_root: bytes) -> tuple[str, int] | None:
+        """(origin, sequence) of the receipt whose ``next_root`` is given, if stored."""
+        with self._env.begin() as txn:
+            value = txn.get(next_root, db=self._digests)
+            if value is None:
+                return None
+            origin_id, seq = _ID_U64.unpack(value)
+            for key, record in txn.cursor(db=self._origins):
+                if msgpack.unpackb(record)["id"] == origin_id:
+                    return key.decode(), seq
+        raise StoreError("corrupt", f"digest index names unknown origin id {origin_id}")
+
+    # ------------------------------------------------------------------ proofs
+
+    def _node_reader(self, txn: lmdb.Transaction, info: OriginInfo) -> Callable[[int], bytes]:
+        origin_id, nodes_db, get = info.id, self._nodes, txn.get
+
+        def get_node(pos: int) -> bytes:
+            node = get(_ID_U64.pack(origin_id, pos), db=nodes_db)
+            if node is None:
+                raise StoreError("corrupt", f"MMR node {pos} of {info.origin!r} is missing")
+            return bytes(node)
+
+        return get_node
+
+    def _root_at(self, txn: lmdb.Transaction, info: OriginInfo, size: int) -> bytes:
+        return mmr.root_at(size, self._node_reader(txn, info))
+
+    def _check_size(self, txn: lmdb.Transaction, info: OriginInfo, size: int | None) -> int:
+        head_size = self._head(txn, info).size
+        if size is None:
+            return head_size
+        if not 0 <= size <= head_size:
+            raise StoreError("bad-index", f"tree size {size} is outside 0..{head_size} for {info.origin!r}")
+        return size
+
+    def root_at(self, origin: str, size: int | None = None) -> bytes:
+        """The RFC 6962 root of the first ``size`` receipts (default: all)."""
+        with self._env.begin() as txn:
+            info = self._require_origin(txn, origin)
+            return self._root_at(txn, info, self._check_size(txn, info, size))
+
+    def inclusion_proof(self, origin: str, index: int, size: int | None = None) -> list[bytes]:
+        """RFC 6962 inclusion proof of receipt ``index`` in the tree of ``size`` (default: all).
+
+        Raises:
+            StoreError(bad-index): ``index`` or ``size`` outside the stored log.
+        """
+        with self._env.begin() as txn:
+            info = self._require_origin(txn, origin)
+            size = self._check_size(txn, info, size)
+            if not 0 <= index < size:
+                raise StoreError("bad-index", f"index {index} is outside 0..{size - 1} for {origin!r}")
+            return mmr.inclusion_proof(index, size, self._node_reader(txn, info))
+
+    def consistency_proof(self, origin: str, old_size: int, new_size: int | None = None) -> list[bytes]:
+        """RFC 6962 consistency proof from tree ``old_size`` to ``new_size`` (default: all).
+
+        Raises:
+            StoreError(bad-index): sizes outside the stored log or ``old_size > new_size``.
+        """
+        with self._env.begin() as txn:
+            info = self._require_origin(txn, origin)
+            new_size = self._check_size(txn, info, new_size)
+            if not 0 <= old_size <= new_size:
+                raise StoreError("bad-index", f"old size {old_size} is outside 0..{new_size} for {origin!r}")
+            return mmr.consistency_proof(old_size, new_size, self._node_reader(txn, info))
+
+    # ------------------------------------------------------------- inspection
+
+    def iter_receipts(self, origin: str, start: int = 0) -> Iterator[tuple[int, bytes]]:
+        """Yield (sequence, raw) from ``start`` on, reading in chunks of short read transactions."""
+        chunk = 4096
+        while True:
+            raws = self.receipts(origin, start, start + chunk)
+            for offset, raw in enumerate(raws):
+                yield start + offset, raw
+            if len(raws) < chunk:
+                return
+            start += chunk
+
+    def node(self, origin: str, position: int) -> bytes | None:
+        """The stored MMR node at ``position`` (None if absent). For fsck and tests."""
+        with self._env.begin() as txn:
+            info = self._require_origin(txn, origin)
+            value = txn.get(_ID_U64.pack(info.id, position), db=self._nodes)
+            return None if value is None else bytes(value)
+
+    def count_nodes(self, origin: str) -> int:
+        """Number of stored MMR nodes of ``origin``."""
+        return sum(1 for _ in self._iter_prefix(self._nodes, origin))
+
+    def count_receipts(self, origin: str) -> int:
+        """Number of stored receipts of ``origin``."""
+        return sum(1 for _ in self._iter_prefix(self._receipts, origin))
+
+    def _iter_prefix(self, db: Any, origin: str) -> Iterator[bytes]:
+        with self._env.begin() as txn:
+            info = self._require_origin(txn, origin)
+            prefix = _U32.pack(info.id)
+            cursor = txn.cursor(db=db)
+            if not cursor.set_range(prefix):
+                return
+            for key in cursor.iternext(keys=True, values=False):
+                if key[:4] != prefix:
+                    return
+                yield bytes(key)
+
+    def digest_entry(self, next_root: bytes) -> tuple[int, int] | None:
+        """(origin id, sequence) stored in the digest index for ``next_root``."""
+        with self._env.begin() as txn:
+            value = txn.get(next_root, db=self._digests)
+            return None if value is None else _ID_U64.unpack(value)
+
+    def stat(self) -> dict[str, int]:
+        """LMDB figures: file size in bytes and entries per database."""
+        with self._env.begin() as txn:
+            entries = {
+                name: txn.stat(db)["entries"]
+                for name, db in (
+                    ("receipts", self._receipts),
+                    ("nodes", self._nodes),
+                    ("digests", self._digests),
+                    ("checkpoints", self._checkpoints),
+                )
+            }
+        info = self._env.info()
+        entries["file_bytes"] = (self.path / "data.mdb").stat().st_size
+        entries["last_pgno"] = info["last_pgno"]
+        return entries

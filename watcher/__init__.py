@@ -1,0 +1,1 @@
+"""The sez-watcher daemon (design §6-§7): follow logs, verify, cosign with slashing protection."""
