@@ -182,7 +182,8 @@ class Checkpoint:
         size = _parse_decimal(size_text)
         if size is None or size > MAX_TREE_SIZE:
             raise PeerProtocolError(
-                "bad-checkpoint-size", "tree size is not a uint64 in decimal without leading zeros",
+                "bad-checkpoint-size",
+                "tree size is not a uint64 in decimal without leading zeros",
                 size=size_text[:40],
             )
         root = _decode_hash(root_text)
@@ -202,8 +203,10 @@ def sign_checkpoint(cp: Checkpoint, log_key: SigningKey) -> SignedNote:
     """
     if log_key.name != cp.origin:
         raise LocalProtocolError(
-            "wrong-origin", f"log key {log_key.name!r} cannot sign for origin {cp.origin!r}",
-            origin=cp.origin, key_name=log_key.name,
+            "wrong-origin",
+            f"log key {log_key.name!r} cannot sign for origin {cp.origin!r}",
+            origin=cp.origin,
+            key_name=log_key.name,
         )
     return SignedNote(text=cp.body(), signatures=(sign_note(cp.body(), log_key),))
 
@@ -245,20 +248,26 @@ def verify_log_signature(note: SignedNote, cp: Checkpoint, log_key: VerifierKey)
         raise LocalProtocolError("checkpoint-mismatch", "checkpoint is not the body of the note")
     if cp.origin != log_key.name:
         raise PeerProtocolError(
-            "wrong-origin", f"checkpoint origin {cp.origin!r} is not the log key's name {log_key.name!r}",
-            origin=cp.origin[:200], expected=log_key.name,
+            "wrong-origin",
+            f"checkpoint origin {cp.origin!r} is not the log key's name {log_key.name!r}",
+            origin=cp.origin[:200],
+            expected=log_key.name,
         )
     try:
         signed_by = verify_note(note, [log_key])
     except PeerProtocolError as exc:
         raise PeerProtocolError(
-            "bad-log-signature", f"the log's signature on {cp.origin} size {cp.size} does not verify",
-            origin=cp.origin, size=cp.size,
+            "bad-log-signature",
+            f"the log's signature on {cp.origin} size {cp.size} does not verify",
+            origin=cp.origin,
+            size=cp.size,
         ) from exc
     if not signed_by:
         raise PeerProtocolError(
-            "missing-log-signature", f"no signature by log key {log_key.name}+{log_key.key_id.hex()}",
-            origin=cp.origin, key_id=log_key.key_id.hex(),
+            "missing-log-signature",
+            f"no signature by log key {log_key.name}+{log_key.key_id.hex()}",
+            origin=cp.origin,
+            key_id=log_key.key_id.hex(),
         )
 
 
@@ -338,7 +347,8 @@ class Cosignature:
         """
         if len(sig.signature) != _COSIGNATURE_V1_SIZE:
             raise PeerProtocolError(
-                "bad-cosignature", f"cosignature by {sig.name} is {len(sig.signature)} bytes, not 72",
+                "bad-cosignature",
+                f"cosignature by {sig.name} is {len(sig.signature)} bytes, not 72",
                 name=sig.name,
             )
         timestamp = int.from_bytes(sig.signature[:8], "big")
@@ -384,9 +394,7 @@ def cosign(cp: Checkpoint, key: SigningKey, timestamp: int) -> NoteSignature:
     ).to_note_signature()
 
 
-def verify_cosignatures(
-    note: SignedNote, cp: Checkpoint, cosigners: Iterable[VerifierKey]
-) -> dict[str, int]:
+def verify_cosignatures(note: SignedNote, cp: Checkpoint, cosigners: Iterable[VerifierKey]) -> dict[str, int]:
     """Verify the cosignatures of configured cosigners; return name -> timestamp.
 
     A line counts only if its key name and key ID both match a configured
@@ -429,8 +437,11 @@ def verify_cosignatures(
         cosig = Cosignature.from_note_signature(line)
         if not cosigner.verify(cosignature_message(cp, cosig.timestamp), cosig.signature):
             raise PeerProtocolError(
-                "bad-cosignature", f"cosignature by {line.name}+{line.key_id.hex()} does not verify",
-                name=line.name, key_id=line.key_id.hex(), timestamp=cosig.timestamp,
+                "bad-cosignature",
+                f"cosignature by {line.name}+{line.key_id.hex()} does not verify",
+                name=line.name,
+                key_id=line.key_id.hex(),
+                timestamp=cosig.timestamp,
             )
         result[cosigner.name] = max(result.get(cosigner.name, 0), cosig.timestamp)
     return result

@@ -153,6 +153,26 @@ _strict_decoder = json.JSONDecoder(
 )
 
 
+_canonical_decoder = json.JSONDecoder(
+    parse_float=_refuse_float, parse_int=_parse_int, parse_constant=_refuse_constant
+)
+"""For input that must be canonical: a duplicate key cannot survive the byte comparison, so no hook."""
+
+
+def _decode(data: bytes | str, decoder: json.JSONDecoder, max_bytes: int) -> Any:
+    if len(data) > max_bytes:
+        raise PeerProtocolError("too-large", f"JSON of {len(data)} bytes exceeds the limit of {max_bytes}")
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes | bytearray) else data
+        return decoder.decode(text)
+    except UnicodeDecodeError as exc:
+        raise PeerProtocolError("bad-json", f"not UTF-8: {exc}") from exc
+    except RecursionError as exc:
+        raise PeerProtocolError("bad-json", "JSON nested too deeply") from exc
+    except json.JSONDecodeError as exc:
+        raise PeerProtocolError("bad-json", f"malformed JSON: {exc}") from exc
+
+
 def loads_strict(data: bytes | str, *, max_bytes: int) -> Any:
     """Parse JSON that sez-node accepts from outside: no floats, no NaN, no duplicate keys.
 
@@ -162,29 +182,20 @@ def loads_strict(data: bytes | str, *, max_bytes: int) -> Any:
         PeerProtocolError: reasons ``too-large``, ``bad-json``, ``float-refused``,
             ``integer-out-of-range``.
     """
-    if len(data) > max_bytes:
-        raise PeerProtocolError("too-large", f"JSON of {len(data)} bytes exceeds the limit of {max_bytes}")
-    try:
-        text = data.decode("utf-8") if isinstance(data, bytes | bytearray) else data
-        return _strict_decoder.decode(text)
-    except UnicodeDecodeError as exc:
-        raise PeerProtocolError("bad-json", f"not UTF-8: {exc}") from exc
-    except RecursionError as exc:
-        raise PeerProtocolError("bad-json", "JSON nested too deeply") from exc
-    except json.JSONDecodeError as exc:
-        raise PeerProtocolError("bad-json", f"malformed JSON: {exc}") from exc
+    return _decode(data, _strict_decoder, max_bytes)
 
 
 def parse_canonical(data: bytes, *, max_bytes: int) -> Any:
     """Parse bytes that must already be RFC 8785 canonical (a signed object on the wire).
 
     Raises:
-        PeerProtocolError: as :func:`loads_strict`, or ``non-canonical-json`` when
-            the bytes are valid JSON but not their own canonical form.
+        PeerProtocolError: as :func:`loads_strict` (a duplicate key is reported as
+            ``non-canonical-json``), or ``non-canonical-json`` when the bytes are
+            valid JSON but not their own canonical form.
     """
-    value = loads_strict(data, max_bytes=max_bytes)
+    value = _decode(data, _canonical_decoder, max_bytes)
     try:
-        again = canonical(value)
+        again = canonical_parsed_ascii(value) if data.isascii() else canonical(value)
     except LocalProtocolError as exc:
         raise PeerProtocolError(exc.reason, exc.message) from exc
     if again != data:

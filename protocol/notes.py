@@ -184,10 +184,11 @@ class NoteSignature:
         """
         if not line.startswith(_EM_DASH_PREFIX):
             raise PeerProtocolError(
-                "bad-signature-line", "signature line does not start with an em dash and a space",
+                "bad-signature-line",
+                "signature line does not start with an em dash and a space",
                 line=line[:80],
             )
-        name, sep, encoded = line[len(_EM_DASH_PREFIX):].partition(" ")
+        name, sep, encoded = line[len(_EM_DASH_PREFIX) :].partition(" ")
         if not sep or not _is_valid_name(name):
             raise PeerProtocolError(
                 "bad-signature-line", "signature line has no valid key name", line=line[:80]
@@ -298,7 +299,8 @@ def parse_note(data: bytes) -> SignedNote:
         raise LocalProtocolError("bad-argument", f"parse_note takes bytes, not {type(data).__name__}")
     if len(data) > MAX_NOTE_BYTES:
         raise PeerProtocolError(
-            "note-too-large", f"note of {len(data)} bytes exceeds MAX_NOTE_BYTES={MAX_NOTE_BYTES}",
+            "note-too-large",
+            f"note of {len(data)} bytes exceeds MAX_NOTE_BYTES={MAX_NOTE_BYTES}",
             size=len(data),
         )
     try:
@@ -310,7 +312,7 @@ def parse_note(data: bytes) -> SignedNote:
     split = msg.rfind("\n\n")
     if split < 0:
         raise PeerProtocolError("bad-note", "note has no blank line before its signatures")
-    text, block = msg[: split + 1], msg[split + 2:]
+    text, block = msg[: split + 1], msg[split + 2 :]
     if not block:
         raise PeerProtocolError("bad-note", "note has no signature line after its last blank line")
     if not block.endswith("\n"):
@@ -327,7 +329,8 @@ def _parse_block(block: str) -> tuple[NoteSignature, ...]:
     count = block.count("\n")
     if count > MAX_SIGNATURES:
         raise PeerProtocolError(
-            "too-many-signatures", f"{count} signature lines exceed MAX_SIGNATURES={MAX_SIGNATURES}",
+            "too-many-signatures",
+            f"{count} signature lines exceed MAX_SIGNATURES={MAX_SIGNATURES}",
             count=count,
         )
     return tuple(NoteSignature.from_line(line) for line in block[:-1].split("\n"))
@@ -464,8 +467,10 @@ def verify_note(note: SignedNote, verifiers: Iterable[VerifierKey]) -> list[Veri
             continue  # unknown key: ignored, never verified
         if not key.verify(message, sig.signature):
             raise PeerProtocolError(
-                "bad-signature", f"signature by known key {sig.name}+{sig.key_id.hex()} does not verify",
-                name=sig.name, key_id=sig.key_id.hex(),
+                "bad-signature",
+                f"signature by known key {sig.name}+{sig.key_id.hex()} does not verify",
+                name=sig.name,
+                key_id=sig.key_id.hex(),
             )
         if key not in verified:
             verified.append(key)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,7 +34,7 @@ import nacl.signing
 
 from . import schemas
 from .errors import LocalProtocolError, PeerProtocolError
-from .jcs import canonical, canonical_parsed_ascii, loads_strict
+from .jcs import MAX_SAFE_INTEGER, canonical, canonical_parsed_ascii, parse_canonical
 from .keys import SigningKey, VerifierKey
 
 __all__ = [
@@ -96,6 +97,76 @@ def _check_timestamp(value: str) -> None:
         datetime.fromisoformat(value[:-1])
     except ValueError as exc:
         raise PeerProtocolError("bad-timestamp", f"timestamp {value!r} is not a real UTC time") from exc
+
+
+_ENVELOPE_KEYS = frozenset(schemas.load_schema("receipt")["required"])
+_TRANSITION_KEYS = frozenset({"kind", "payload", "payload_sha256"})
+_PROOF_KEYS = frozenset({"type", "verificationMethod", "signature"})
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_CORRIDOR = re.compile(r"[A-Z]{3}-[A-Z]{3}")
+_ORIGIN = re.compile(r"[!-*,-~]{1,255}")
+_TIMESTAMP = re.compile(
+    r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]Z"
+)
+_KIND = re.compile(r"[a-z][a-z0-9_.]{0,31}")
+_VERIFICATION_METHOD = re.compile(r"did:key:z6Mk[1-9A-HJ-NP-Za-km-z]+#z6Mk[1-9A-HJ-NP-Za-km-z]+")
+_SIGNATURE = re.compile(r"[A-Za-z0-9_-]{86}")
+_MAX_DIGEST_SET = 64
+
+
+def _violation(path: str, rule: str) -> PeerProtocolError:
+    return PeerProtocolError("schema-violation", f"receipt: {path} {rule}", schema="receipt", path=path)
+
+
+def _string(value: Any, pattern: re.Pattern[str], path: str, max_len: int = 1024) -> None:
+    if type(value) is not str or len(value) > max_len or pattern.fullmatch(value) is None:
+        raise _violation(path, f"must be a string matching {pattern.pattern}")
+
+
+def _check_envelope(body: dict[str, Any]) -> None:
+    """The rules of ``schemas/receipt.json``, written out for the hot path.
+
+    ``fastjsonschema`` takes about 9 µs for the envelope, ten percent of the
+    whole ingest budget; these checks take about 3 µs. ``tests/unit/
+    test_receipts.py`` checks that this function and the schema (under
+    ``jsonschema``) accept and refuse the same mutated receipts.
+    """
+    if body.keys() != _ENVELOPE_KEYS:
+        raise _violation("data", f"must have exactly the keys {sorted(_ENVELOPE_KEYS)}")
+    if body["type"] != RECEIPT_TYPE:
+        raise _violation("data.type", f"must be {RECEIPT_TYPE!r}")
+    if body["digest_algorithm"] != DIGEST_ALGORITHM:
+        raise _violation("data.digest_algorithm", f"must be {DIGEST_ALGORITHM!r}")
+    _string(body["corridor_id"], _CORRIDOR, "data.corridor_id")
+    _string(body["origin"], _ORIGIN, "data.origin", 255)
+    sequence = body["sequence"]
+    if type(sequence) is not int or not 0 <= sequence <= MAX_SAFE_INTEGER:
+        raise _violation("data.sequence", "must be an integer in 0..2**53-1")
+    _string(body["timestamp"], _TIMESTAMP, "data.timestamp")
+    _string(body["prev_root"], _HEX64, "data.prev_root")
+    _string(body["next_root"], _HEX64, "data.next_root")
+    for name in ("lawpack_digest_set", "ruleset_digest_set"):
+        digests = body[name]
+        if type(digests) is not list or len(digests) > _MAX_DIGEST_SET:
+            raise _violation(f"data.{name}", f"must be an array of at most {_MAX_DIGEST_SET} digests")
+        for index, digest in enumerate(digests):
+            _string(digest, _HEX64, f"data.{name}[{index}]")
+        if len(set(digests)) != len(digests):
+            raise _violation(f"data.{name}", "must have unique items")
+    transition = body["transition"]
+    if type(transition) is not dict or transition.keys() != _TRANSITION_KEYS:
+        raise _violation("data.transition", f"must be an object with exactly {sorted(_TRANSITION_KEYS)}")
+    _string(transition["kind"], _KIND, "data.transition.kind")
+    if type(transition["payload"]) is not dict:
+        raise _violation("data.transition.payload", "must be an object")
+    _string(transition["payload_sha256"], _HEX64, "data.transition.payload_sha256")
+    proof = body["proof"]
+    if type(proof) is not dict or proof.keys() != _PROOF_KEYS:
+        raise _violation("data.proof", f"must be an object with exactly {sorted(_PROOF_KEYS)}")
+    if proof["type"] != PROOF_TYPE:
+        raise _violation("data.proof.type", f"must be {PROOF_TYPE!r}")
+    _string(proof["verificationMethod"], _VERIFICATION_METHOD, "data.proof.verificationMethod", 128)
+    _string(proof["signature"], _SIGNATURE, "data.proof.signature")
 
 
 def _stripped_bytes(raw: bytes, body: Mapping[str, Any]) -> bytes:
@@ -167,21 +238,14 @@ class Receipt:
                 ``bad-timestamp``, ``unsorted-digest-set``, ``payload-digest-mismatch``,
                 ``next-root-mismatch``.
         """
-        body = loads_strict(raw, max_bytes=MAX_RECEIPT_BYTES)
+        body = parse_canonical(raw, max_bytes=MAX_RECEIPT_BYTES)
         if type(body) is not dict:
             raise PeerProtocolError("schema-violation", "a receipt must be a JSON object")
-        ascii_input = raw.isascii()
-        try:
-            again = canonical_parsed_ascii(body) if ascii_input else canonical(body)
-        except LocalProtocolError as exc:
-            raise PeerProtocolError(exc.reason, exc.message) from exc
-        if again != raw:
-            raise PeerProtocolError("non-canonical-json", "receipt bytes are not RFC 8785 canonical")
-        return cls._from_body(raw, body, ascii_input=ascii_input)
+        return cls._from_body(raw, body, ascii_input=raw.isascii())
 
     @classmethod
     def _from_body(cls, raw: bytes, body: dict[str, Any], *, ascii_input: bool) -> Receipt:
-        schemas.validate("receipt", body)
+        _check_envelope(body)
         transition = body["transition"]
         kind = transition["kind"]
         if kind not in KNOWN_KINDS:
@@ -190,7 +254,7 @@ class Receipt:
         _check_timestamp(body["timestamp"])
         for name in ("lawpack_digest_set", "ruleset_digest_set"):
             digests = body[name]
-            if digests != sorted(digests):
+            if len(digests) > 1 and digests != sorted(digests):
                 raise PeerProtocolError("unsorted-digest-set", f"{name} must be sorted")
         payload = transition["payload"]
         payload_sha = _sha256(canonical_parsed_ascii(payload) if ascii_input else canonical(payload))

@@ -77,8 +77,12 @@ _HASH_LINE_LEN = 45
 
 MAX_PROOF_BUNDLE_BYTES = (
     len(HEADER)
-    + len(_EXTRA_PREFIX) + 4 * ((MAX_EXTRA_BYTES + 2) // 3) + 1
-    + len(_INDEX_PREFIX) + 20 + 1
+    + len(_EXTRA_PREFIX)
+    + 4 * ((MAX_EXTRA_BYTES + 2) // 3)
+    + 1
+    + len(_INDEX_PREFIX)
+    + 20
+    + 1
     + MAX_PROOF_HASHES * _HASH_LINE_LEN
     + 1
     + MAX_NOTE_BYTES
@@ -137,9 +141,7 @@ class TlogProof:
         if self.extra is not None and (
             not isinstance(self.extra, bytes) or not self.extra or len(self.extra) > MAX_EXTRA_BYTES
         ):
-            raise LocalProtocolError(
-                "bad-proof-bundle", f"extra must be None or 1..{MAX_EXTRA_BYTES} bytes"
-            )
+            raise LocalProtocolError("bad-proof-bundle", f"extra must be None or 1..{MAX_EXTRA_BYTES} bytes")
         if not isinstance(self.checkpoint, bytes):
             raise LocalProtocolError("bad-proof-bundle", "checkpoint must be the signed note's bytes")
         try:
@@ -195,7 +197,7 @@ class TlogProof:
         line = next_line()
         extra: bytes | None = None
         if line.startswith(_EXTRA_PREFIX):
-            extra = _b64decode_canonical(line[len(_EXTRA_PREFIX):])
+            extra = _b64decode_canonical(line[len(_EXTRA_PREFIX) :])
             if not extra:
                 raise _bad("extra line is empty or not canonical standard base64")
             if len(extra) > MAX_EXTRA_BYTES:
@@ -203,7 +205,7 @@ class TlogProof:
             line = next_line()
         if not line.startswith(_INDEX_PREFIX):
             raise _bad("missing index line")
-        digits = line[len(_INDEX_PREFIX):]
+        digits = line[len(_INDEX_PREFIX) :]
         if _DECIMAL.fullmatch(digits) is None or int(digits) > MAX_TREE_SIZE:
             raise _bad("index is not a uint64 in decimal without leading zeros", index=digits[:40].hex())
         index = int(digits)
@@ -262,8 +264,10 @@ def verify_tlog_proof(
     cp, note = parse_checkpoint(bundle.checkpoint)
     if cp.origin != log_key.name:
         raise PeerProtocolError(
-            "wrong-origin", f"checkpoint origin {cp.origin!r} is not the log key's name {log_key.name!r}",
-            origin=cp.origin[:200], expected=log_key.name,
+            "wrong-origin",
+            f"checkpoint origin {cp.origin!r} is not the log key's name {log_key.name!r}",
+            origin=cp.origin[:200],
+            expected=log_key.name,
         )
     verify_inclusion(bundle.index, cp.size, leaf_hash, list(bundle.proof), cp.root)
     verify_log_signature(note, cp, log_key)

@@ -34,7 +34,7 @@ long batches in a worker thread or keep them small.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -216,13 +216,16 @@ class LogStore:
     def append(
         self,
         origin: str,
-        batch: Sequence[VerifiedReceipt],
+        batch: Iterable[VerifiedReceipt],
         *,
         sign: Callable[[Checkpoint], bytes] | None = None,
     ) -> AppendResult:
         """Append ``batch`` to log ``origin`` in one durable write transaction.
 
-        Each receipt must have been verified under the origin's registered key,
+        ``batch`` may be a lazy iterable (the ingest pipeline yields receipts as
+        worker threads verify them); it is consumed inside the transaction, and
+        an exception it raises aborts the batch. Each receipt must have been
+        verified under the origin's registered key,
         and must continue the chain (sequence, prev_root, corridor). If ``sign``
         is given (the log writer), it is called with the checkpoint of the new
         tree and must return the signed note; the note is verified with the

@@ -37,12 +37,16 @@ from protocol.notes import (
 PETER_VKEY = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"
 PETER_SKEY = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"
 ENOCH_VKEY = "EnochRoot+af0cfe78+ATtqJ7zOtqQtYqOo0CpvDXNlMhV3HeJDpjrASKGLWdop"
-GO_TEXT = "If you think cryptography is the answer to your problem,\nthen you don't know what your problem is.\n"
+GO_TEXT = (
+    "If you think cryptography is the answer to your problem,\nthen you don't know what your problem is.\n"
+)
 PETER_SIG = (
-    "— PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n"
+    "— PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgK"
+    "vqfqdngotpRZb6KE6RyyBwJnAM=\n"
 )
 ENOCH_SIG = (
-    "— EnochRoot rwz+eBzmZa0SO3NbfRGzPCpDckykFXSdeX+MNtCOXm2/5n2tiOHp+vAF1aGrQ5ovTG01oOTGwnWLox33WWd1RvMc+QQ=\n"
+    "— EnochRoot rwz+eBzmZa0SO3NbfRGzPCpDckykFXSdeX+MNtCOXm2/5n2tiOHp+vAF1aGrQ5ovTG01"
+    "oOTGwnWLox33WWd1RvMc+QQ=\n"
 )
 GO_NOTE = (GO_TEXT + "\n" + PETER_SIG).encode()
 GO_NOTE_2 = (GO_TEXT + "\n" + PETER_SIG + ENOCH_SIG).encode()
@@ -54,7 +58,8 @@ ENOCH = VerifierKey.from_vkey(ENOCH_VKEY)
 SUMDB_VKEY = "sum.golang.org+033de0ae+Ac4zctda0e5eza+HJyk9SxEdh+s3Ux18htTTAD8OuAn8"
 SUMDB_NOTES = [
     b"go.sum database tree\n63512409\nF7eHRPqN/cqPtqti14NKdGGaI1Giw8coWP3KxihFZbg=\n\n"
-    b"\xe2\x80\x94 sum.golang.org Az3gri1OBHKT87Xj8UXU8zjoHGy/X+7Nl94f8TZkELVaasolmGApUsWqwVG9vE6hgqYb/ph/w2vdk"
+    b"\xe2\x80\x94 sum.golang.org Az3gri1OBHKT87Xj8UXU8zjoHGy/X+7Nl94f8TZkELVaasolmGAp"
+    b"UsWqwVG9vE6hgqYb/ph/w2vdk"
     b"LIVRH7bMB/FPQ4=\n",
     b"go.sum database tree\n65209736\n5+uGFjx6xBZG8ip1+wi77v+grwbhhukIrxEUS8PXvRo=\n\n"
     b"\xe2\x80\x94 sum.golang.org Az3grnbssgK7ubgFX36gVETtNv0U23qxyAhAMai2QUfeGa3nB/akvkMdlUErfcZz7l/R3cVtYsp"
@@ -67,17 +72,21 @@ SUMDB_NOTES = [
 # c2sp.org/signed-note's example (no public key is given, so it is checked for shape only).
 SPEC_NOTE = (
     "Ognuno sta solo sul cuor della terra\ntrafitto da un raggio di sole:\n\ned è subito sera.\n\n"
-    "— quasimodo.example/salvatore NnugSzTjtVAewIS+Z/iJhUPeFDkO/5QQ2i5ddnGITLlC+EhfLW9oJKONrMouFSQU0xMcXxj99ih"
+    "— quasimodo.example/salvatore NnugSzTjtVAewIS+Z/iJhUPeFDkO/5QQ2i5ddnGITLlC+EhfLW"
+    "9oJKONrMouFSQU0xMcXxj99ih"
     "AQwaqP3ZekRwNtIc=\n"
 ).encode()
 
 # c2sp.org/tlog-witness: an add-checkpoint response body (three signature lines).
 WITNESS_RESPONSE = (
-    "— witness.example/w1 CMp+6LWBU0anHGH5aNDTJkH/gj79sG+T6+iP2ThYN5krrDJbR1HDnucjL39QsZTSvVjyQLrdk3DXDqI5G2HgLat"
+    "— witness.example/w1 CMp+6LWBU0anHGH5aNDTJkH/gj79sG+T6+iP2ThYN5krrDJbR1HDnucjL39"
+    "QsZTSvVjyQLrdk3DXDqI5G2HgLat"
     "Vs0pWh6Up69HVOw==\n"
-    "— witness.example/w1 I7rEps0pvK2UqkS2gSpVUDhrhVtQV9lgF6pRrWAvjJHjyWpW7VcE3SiOlVlbQNt64vWhO+DlkL0+UfzuOBMh9Ch"
+    "— witness.example/w1 I7rEps0pvK2UqkS2gSpVUDhrhVtQV9lgF6pRrWAvjJHjyWpW7VcE3SiOlVl"
+    "bQNt64vWhO+DlkL0+UfzuOBMh9Ch"
     "dMkP1vi/lCAsmlw==\n"
-    "— witness.example/w2 AWui8Sk55XjYLOijihBjhqEH6nS1ndDymE0a+6idX7pLcnoB+dhnz0854aLZgrrKbYKA7nC3HNJhm/kWl7oJlqU"
+    "— witness.example/w2 AWui8Sk55XjYLOijihBjhqEH6nS1ndDymE0a+6idX7pLcnoB+dhnz0854aL"
+    "ZgrrKbYKA7nC3HNJhm/kWl7oJlqU"
     "3rXXvpysAdyP3wQ==\n"
 ).encode()
 
@@ -144,14 +153,27 @@ class TestGoKnownAnswers:
             ("text only", GO_TEXT.encode(), "bad-note"),
             ("text and blank line, no signature", (GO_TEXT + "\n").encode(), "bad-note"),
             ("last signature without newline", (GO_TEXT + "\n" + PETER_SIG[:-1]).encode(), "bad-note"),
-            ("leading control character", ("\x01" + GO_TEXT + "\n" + PETER_SIG).encode(), "bad-note-encoding"),
+            (
+                "leading control character",
+                ("\x01" + GO_TEXT + "\n" + PETER_SIG).encode(),
+                "bad-note-encoding",
+            ),
             ("leading invalid UTF-8", b"\xff" + GO_NOTE, "bad-note-encoding"),
-            ("space in key name, no newline", (GO_TEXT + "\n" + PETER_SIG.replace("PeterNeumann", "Bad Name")[:-1])
-             .encode(), "bad-note"),
-            ("space in key name", (GO_TEXT + "\n" + PETER_SIG.replace("PeterNeumann", "Bad Name")).encode(),
-             "bad-signature-line"),
-            ("unexpected line after signatures", (GO_TEXT + "\n" + PETER_SIG + "Unexpected line.\n").encode(),
-             "bad-signature-line"),
+            (
+                "space in key name, no newline",
+                (GO_TEXT + "\n" + PETER_SIG.replace("PeterNeumann", "Bad Name")[:-1]).encode(),
+                "bad-note",
+            ),
+            (
+                "space in key name",
+                (GO_TEXT + "\n" + PETER_SIG.replace("PeterNeumann", "Bad Name")).encode(),
+                "bad-signature-line",
+            ),
+            (
+                "unexpected line after signatures",
+                (GO_TEXT + "\n" + PETER_SIG + "Unexpected line.\n").encode(),
+                "bad-signature-line",
+            ),
             ("101 signatures", (GO_TEXT + "\n" + PETER_SIG * 101).encode(), "too-many-signatures"),
         ],
     )
@@ -241,7 +263,9 @@ ROUND_TRIP = [
     pytest.param(_signed("— not a signature\n", LOG), id="dash-line-in-text"),
     pytest.param(_signed("ünïcödé \u2028 \x7f \x85\n", LOG), id="non-ascii-and-del"),
     pytest.param(
-        ("t\n\n" + "".join(f"— k{i} " + base64.b64encode(bytes(5)).decode() + "\n" for i in range(100))).encode(),
+        (
+            "t\n\n" + "".join(f"— k{i} " + base64.b64encode(bytes(5)).decode() + "\n" for i in range(100))
+        ).encode(),
         id="exactly-MAX_SIGNATURES",
     ),
 ]
@@ -293,7 +317,8 @@ def test_trailing_bytes_are_refused_or_become_a_signature(data: bytes) -> None:
 
 
 def _flip(data: bytes, b64_line_index: int, byte_index: int) -> bytes:
-    """Flip the low bit of byte ``byte_index`` of the decoded signature on signature line ``b64_line_index``."""
+    """Flip the low bit of byte ``byte_index`` of the decoded signature on signature "
+    "line ``b64_line_index``."""
     note = parse_note(data)
     sig = note.signatures[b64_line_index]
     raw = bytearray(sig.key_id + sig.signature)
@@ -307,7 +332,11 @@ def _flip(data: bytes, b64_line_index: int, byte_index: int) -> bytes:
 PARSE_NEAR_MISSES = [
     ("missing final newline", GO_NOTE[:-1], "bad-note"),
     ("extra blank line at the end", GO_NOTE + b"\n", "bad-note"),
-    ("no blank line before signatures", GO_NOTE.replace(b".\n\n\xe2\x80\x94", b".\n\xe2\x80\x94"), "bad-note"),
+    (
+        "no blank line before signatures",
+        GO_NOTE.replace(b".\n\n\xe2\x80\x94", b".\n\xe2\x80\x94"),
+        "bad-note",
+    ),
     ("CRLF line endings", GO_NOTE.replace(b"\n", b"\r\n"), "bad-note-encoding"),
     ("NUL in text", GO_NOTE.replace(b"If you", b"If\x00you"), "bad-note-encoding"),
     ("tab in key name", GO_NOTE.replace(b"PeterNeumann", b"Peter\tNeumann"), "bad-note-encoding"),
@@ -321,20 +350,33 @@ PARSE_NEAR_MISSES = [
     ("no space before signature", GO_NOTE.replace(b"Neumann ", b"Neumann"), "bad-signature-line"),
     ("empty key name", GO_NOTE.replace(b"PeterNeumann", b""), "bad-signature-line"),
     ("plus in key name", GO_NOTE.replace(b"PeterNeumann", b"Peter+Neumann"), "bad-signature-line"),
-    ("no-break space in key name", GO_NOTE.replace(b"PeterNeumann", "Peter\u00a0Neumann".encode()),
-     "bad-signature-line"),
+    (
+        "no-break space in key name",
+        GO_NOTE.replace(b"PeterNeumann", "Peter\u00a0Neumann".encode()),
+        "bad-signature-line",
+    ),
     ("base64 without padding", GO_NOTE.replace(b"AM=\n", b"AM\n"), "bad-signature-line"),
     ("base64 with non-zero trailing bits", GO_NOTE.replace(b"AM=\n", b"AN=\n"), "bad-signature-line"),
     ("URL-safe base64", GO_NOTE.replace(b"x08go/", b"x08go_"), "bad-signature-line"),
-    ("empty signature", GO_NOTE.replace(PETER_SIG.encode(), "— PeterNeumann \n".encode()), "bad-signature-line"),
-    ("key ID only", GO_NOTE.replace(PETER_SIG.encode(), "— PeterNeumann x08gow==\n".encode()),
-     "bad-signature-line"),
+    (
+        "empty signature",
+        GO_NOTE.replace(PETER_SIG.encode(), "— PeterNeumann \n".encode()),
+        "bad-signature-line",
+    ),
+    (
+        "key ID only",
+        GO_NOTE.replace(PETER_SIG.encode(), "— PeterNeumann x08gow==\n".encode()),
+        "bad-signature-line",
+    ),
     ("trailing space", GO_NOTE[:-1] + b" \n", "bad-signature-line"),
     ("trailing garbage, no newline", GO_NOTE + b"garbage", "bad-note"),
     ("trailing garbage line", GO_NOTE + b"garbage\n", "bad-signature-line"),
     ("oversize", b"a" * (MAX_NOTE_BYTES - len(GO_NOTE) + 1) + GO_NOTE, "note-too-large"),
-    ("one signature too many", (GO_TEXT + "\n" + PETER_SIG * (MAX_SIGNATURES + 1)).encode(),
-     "too-many-signatures"),
+    (
+        "one signature too many",
+        (GO_TEXT + "\n" + PETER_SIG * (MAX_SIGNATURES + 1)).encode(),
+        "too-many-signatures",
+    ),
 ]
 
 
@@ -356,16 +398,23 @@ VERIFY_NEAR_MISSES = [
     ("flipped bit in signature", _flip(GO_NOTE, 0, 10), "bad-signature"),
     ("flipped bit in last signature byte", _flip(GO_NOTE, 0, 67), "bad-signature"),
     ("flipped bit in text", GO_NOTE.replace(b"answer", b"answes"), "bad-signature"),
-    ("signature one byte short", GO_NOTE.replace(
-        PETER_SIG.encode(), NoteSignature(name="PeterNeumann", key_id=PETER.key_id, signature=bytes(63))
-        .to_line().encode()), "bad-signature"),
+    (
+        "signature one byte short",
+        GO_NOTE.replace(
+            PETER_SIG.encode(),
+            NoteSignature(name="PeterNeumann", key_id=PETER.key_id, signature=bytes(63)).to_line().encode(),
+        ),
+        "bad-signature",
+    ),
     ("flipped bit in key ID", _flip(GO_NOTE, 0, 0), "unverified-note"),
     ("wrong key name", GO_NOTE.replace(b"PeterNeumann", b"PeterNeumann2"), "unverified-note"),
     ("signature by another key under its own name", _signed(GO_TEXT, LOG), "unverified-note"),
 ]
 
 
-@pytest.mark.parametrize(("desc", "data", "reason"), VERIFY_NEAR_MISSES, ids=[r[0] for r in VERIFY_NEAR_MISSES])
+@pytest.mark.parametrize(
+    ("desc", "data", "reason"), VERIFY_NEAR_MISSES, ids=[r[0] for r in VERIFY_NEAR_MISSES]
+)
 def test_verify_near_misses(desc: str, data: bytes, reason: str) -> None:
     parse_note(data)  # each row is well-formed: only verification can tell
     with pytest.raises(PeerProtocolError) as exc:
@@ -393,7 +442,12 @@ def test_cosigner_keys_are_refused_by_verify_note() -> None:
 
 @pytest.mark.parametrize(
     ("text", "reason"),
-    [("", "bad-note"), ("no newline", "bad-note"), ("cr\r\n", "bad-note-encoding"), ("\ud800\n", "bad-note-encoding")],
+    [
+        ("", "bad-note"),
+        ("no newline", "bad-note"),
+        ("cr\r\n", "bad-note-encoding"),
+        ("\ud800\n", "bad-note-encoding"),
+    ],
 )
 def test_signed_note_refuses_bad_text(text: str, reason: str) -> None:
     sig = NoteSignature(name="k", key_id=bytes(4), signature=bytes(64))
@@ -420,8 +474,15 @@ def test_signed_note_limits_are_enforced_on_construction() -> None:
 
 @pytest.mark.parametrize(
     ("name", "key_id", "signature"),
-    [("", bytes(4), b"x"), ("a b", bytes(4), b"x"), ("a+b", bytes(4), b"x"), ("a\x00", bytes(4), b"x"),
-     ("a", bytes(3), b"x"), ("a", bytes(5), b"x"), ("a", bytes(4), b"")],
+    [
+        ("", bytes(4), b"x"),
+        ("a b", bytes(4), b"x"),
+        ("a+b", bytes(4), b"x"),
+        ("a\x00", bytes(4), b"x"),
+        ("a", bytes(3), b"x"),
+        ("a", bytes(5), b"x"),
+        ("a", bytes(4), b""),
+    ],
 )
 def test_note_signature_refuses_bad_fields(name: str, key_id: bytes, signature: bytes) -> None:
     with pytest.raises(LocalProtocolError) as exc:
@@ -462,16 +523,19 @@ def test_with_signatures_refuses_to_exceed_the_limit() -> None:
 # --------------------------------------------------------------------------- properties
 
 _NAME = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs", "Cc", "Zs", "Zl", "Zp"), blacklist_characters="+\x85"),
+    alphabet=st.characters(exclude_categories=("Cs", "Cc", "Zs", "Zl", "Zp"), exclude_characters="+\x85"),
     min_size=1,
     max_size=20,
 ).filter(lambda s: not any(ch.isspace() for ch in s))
 _TEXT = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\t\x00\x0b\x0c\x1c\x1d\x1e\x1f"),
+    alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\r\t\x00\x0b\x0c\x1c\x1d\x1e\x1f"),
     max_size=200,
 ).map(lambda s: "".join(ch for ch in s if ch == "\n" or ord(ch) >= 0x20) + "\n")
 _SIG = st.builds(
-    NoteSignature, name=_NAME, key_id=st.binary(min_size=4, max_size=4), signature=st.binary(min_size=1, max_size=80)
+    NoteSignature,
+    name=_NAME,
+    key_id=st.binary(min_size=4, max_size=4),
+    signature=st.binary(min_size=1, max_size=80),
 )
 _NOTES = st.builds(SignedNote, text=_TEXT, signatures=st.lists(_SIG, min_size=1, max_size=8).map(tuple))
 
@@ -497,8 +561,27 @@ def test_property_arbitrary_bytes_parse_or_raise_peer_error(data: bytes) -> None
 
 
 _FRAGMENTS = st.sampled_from(
-    ["\n", "\n\n", "— ", "—", "–", " ", "a", "k", "+", "=", "==", "AAAA", "AAAAAAA=", "AAAAAA==", "\r", "\x00",
-     "é", "\u00a0", "x08go/ZJ"]
+    [
+        "\n",
+        "\n\n",
+        "— ",
+        "—",
+        "–",
+        " ",
+        "a",
+        "k",
+        "+",
+        "=",
+        "==",
+        "AAAA",
+        "AAAAAAA=",
+        "AAAAAA==",
+        "\r",
+        "\x00",
+        "é",
+        "\u00a0",
+        "x08go/ZJ",
+    ]
 )
 
 
