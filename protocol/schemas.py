@@ -28,11 +28,14 @@ __all__ = ["load_schema", "schema_names", "validate"]
 
 
 def schema_names() -> list[str]:
-    """Names (file stems) of every bundled schema, e.g. ``receipt``, ``payload.transfer``."""
+    """Names (file stems) of every bundled JSON Schema, e.g. ``receipt``, ``payload.transfer``.
+
+    ``openapi.json`` (the HTTP API's OpenAPI document) lives beside them and is not a schema.
+    """
     return sorted(
         entry.name.removesuffix(".json")
         for entry in resources.files("schemas").iterdir()
-        if entry.name.endswith(".json")
+        if entry.name.endswith(".json") and entry.name != "openapi.json"
     )
 
 

@@ -1,0 +1,253 @@
+"""The node's HTTP API (design §15): JSON over HTTP, RFC 7807 errors, bearer token for writes.
+
+Routes (OpenAPI document: ``schemas/openapi.json``, served at ``/openapi.json``):
+
+=======  ==============================================  ===============================================
+method   path                                            answer
+=======  ==============================================  ===============================================
+POST     /v1/corridors/{corridor}/transitions            201 + receipt, once its batch is durable
+GET      /v1/corridors/{corridor}/status                 both logs' heads, replica lag, peers
+GET      /v1/logs/{origin}/receipts/{sequence}           the receipt (canonical JSON)
+GET      /v1/logs/{origin}/checkpoint[?size=N]           the signed (cosigned) checkpoint note
+GET      /v1/logs/{origin}/proof/{sequence}[?size=N]     c2sp.org/tlog-proof@v1 bundle with the receipt
+GET      /v1/logs/{origin}/consistency?old=M[&new=N]     {"old", "new", "hashes": [base64…]}
+GET      /healthz                                        {"status": "ok"}
+GET      /metrics                                        Prometheus text format
+=======  ==============================================  ===============================================
+
+Origins contain slashes (``sez.gov.pk/corridor/PAK-KSA``); they appear in paths as they are.
+Every error is a problem document ``{"type": "urn:sez:problem:<reason>", "title", "status", "detail"}``
+with the reason codes of :mod:`protocol.errors`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Protocol
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from protocol.checkpoints import parse_checkpoint
+from protocol.errors import LocalProtocolError, PeerProtocolError, SezError
+from protocol.jcs import loads_strict
+from protocol.tlog_proof import TlogProof
+from store import LogStore, StoreError
+
+from .writer import LogWriter
+
+__all__ = ["MAX_BODY_BYTES", "ApiContext", "build_app", "problem"]
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024
+"""A transition is at most a 64 KiB receipt; larger bodies are refused before parsing."""
+
+_STATUS = {
+    "unauthorized": 401,
+    "unknown-corridor": 404,
+    "unknown-origin": 404,
+    "not-found": 404,
+    "bad-index": 404,
+    "too-large": 413,
+    "unsupported-media-type": 415,
+    "shutting-down": 503,
+}
+
+
+def problem(reason: str, detail: str, status: int | None = None, **extra: Any) -> JSONResponse:
+    """An RFC 7807 problem document for ``reason``."""
+    code = status or _STATUS.get(reason, 422 if reason != "bad-request" else 400)
+    body = {
+        "type": f"urn:sez:problem:{reason}",
+        "title": reason.replace("-", " "),
+        "status": code,
+        "detail": detail,
+    }
+    body.update(extra)
+    return JSONResponse(body, status_code=code, media_type="application/problem+json")
+
+
+class StatusSource(Protocol):
+    """What the API asks the daemon for corridor status (peers, replica state)."""
+
+    def corridor_status(self, corridor_id: str) -> dict[str, Any]:
+        """JSON-ready status of one corridor."""
+
+
+@dataclass
+class ApiContext:
+    """Everything the API reads or writes."""
+
+    store: LogStore
+    writers: Mapping[str, LogWriter]
+    """Our log writer per corridor id."""
+    token: str
+    status: StatusSource
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    on_request: Callable[[str, int], None] | None = None
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _guard(handler: Handler) -> Handler:
+    """Turn our errors into problem documents; anything else is a bug: log it and answer 500."""
+
+    async def guarded(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except StoreError as exc:
+            return problem(exc.reason, exc.message)
+        except (PeerProtocolError, LocalProtocolError) as exc:
+            return problem(exc.reason, exc.message)
+        except SezError as exc:
+            return problem(exc.reason, exc.message)
+
+    return guarded
+
+
+def _int_param(request: Request, name: str, default: int | None = None) -> int | None:
+    text = request.query_params.get(name)
+    if text is None:
+        return default
+    if not text.isdigit() or len(text) > 19:
+        raise PeerProtocolError(
+            "bad-request", f"query parameter {name}={text!r} is not a non-negative integer"
+        )
+    return int(text)
+
+
+def build_app(ctx: ApiContext) -> Starlette:
+    """The Starlette application serving ``ctx``."""
+
+    def authorize(request: Request) -> None:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), ctx.token.encode()):
+            raise LocalProtocolError("unauthorized", "a valid bearer token is required")
+
+    async def submit(request: Request) -> Response:
+        try:
+            authorize(request)
+        except LocalProtocolError as exc:
+            response = problem(exc.reason, exc.message)
+            response.headers["WWW-Authenticate"] = 'Bearer realm="sez-node"'
+            return response
+        corridor_id = request.path_params["corridor"]
+        writer = ctx.writers.get(corridor_id)
+        if writer is None:
+            raise LocalProtocolError(
+                "unknown-corridor", f"this node writes no log in corridor {corridor_id!r}"
+            )
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            raise PeerProtocolError("unsupported-media-type", "send the transition as application/json")
+        body = await _read_body(request)
+        item = loads_strict(body, max_bytes=MAX_BODY_BYTES)
+        if not isinstance(item, dict) or set(item) != {"kind", "payload"}:
+            raise PeerProtocolError("bad-request", 'the body must be {"kind": …, "payload": {…}}')
+        receipt = await writer.submit(item["kind"], item["payload"])
+        return Response(receipt.raw, status_code=201, media_type="application/json")
+
+    async def receipt(request: Request) -> Response:
+        raw = ctx.store.receipt(request.path_params["origin"], int(request.path_params["sequence"]))
+        return Response(raw, media_type="application/json")
+
+    async def checkpoint(request: Request) -> Response:
+        note = ctx.store.checkpoint(request.path_params["origin"], _int_param(request, "size"))
+        return Response(note, media_type="text/plain; charset=utf-8")
+
+    async def proof(request: Request) -> Response:
+        origin = request.path_params["origin"]
+        index = int(request.path_params["sequence"])
+        size = _int_param(request, "size")
+        note = ctx.store.checkpoint(origin, size)
+        cp, _ = parse_checkpoint(note)
+        if index >= cp.size:
+            raise StoreError(
+                "bad-index", f"receipt {index} is not covered by the checkpoint at size {cp.size}"
+            )
+        bundle = TlogProof(
+            index=index,
+            proof=tuple(ctx.store.inclusion_proof(origin, index, cp.size)),
+            checkpoint=note,
+            extra=ctx.store.receipt(origin, index),
+        )
+        return Response(bundle.encode(), media_type="text/plain; charset=utf-8")
+
+    async def consistency(request: Request) -> Response:
+        origin = request.path_params["origin"]
+        old = _int_param(request, "old")
+        if old is None:
+            raise PeerProtocolError("bad-request", "query parameter old is required")
+        new = _int_param(request, "new", ctx.store.head(origin).size)
+        assert new is not None
+        hashes = ctx.store.consistency_proof(origin, old, new)
+        return JSONResponse(
+            {"old": old, "new": new, "hashes": [base64.b64encode(h).decode() for h in hashes]}
+        )
+
+    async def status(request: Request) -> Response:
+        corridor_id = request.path_params["corridor"]
+        return JSONResponse(ctx.status.corridor_status(corridor_id))
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(ctx.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def openapi(request: Request) -> Response:
+        text = resources.files("schemas").joinpath("openapi.json").read_text(encoding="utf-8")
+        return Response(text, media_type="application/json")
+
+    routes = [
+        Route("/v1/corridors/{corridor}/transitions", _guard(submit), methods=["POST"]),
+        Route("/v1/corridors/{corridor}/status", _guard(status), methods=["GET"]),
+        Route("/v1/logs/{origin:path}/receipts/{sequence:int}", _guard(receipt), methods=["GET"]),
+        Route("/v1/logs/{origin:path}/checkpoint", _guard(checkpoint), methods=["GET"]),
+        Route("/v1/logs/{origin:path}/proof/{sequence:int}", _guard(proof), methods=["GET"]),
+        Route("/v1/logs/{origin:path}/consistency", _guard(consistency), methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+    ]
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return problem("not-found", f"no route {request.method} {request.url.path}", status=404)
+
+    async def bad_method(request: Request, exc: Exception) -> Response:
+        return problem(
+            "method-not-allowed", f"{request.method} is not allowed on {request.url.path}", status=405
+        )
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.error("unhandled error serving %s %s", request.method, request.url.path, exc_info=exc)
+        return problem("internal-error", "the node failed to serve this request; see its log", status=500)
+
+    return Starlette(
+        routes=routes,
+        exception_handlers={404: not_found, 405: bad_method, 500: server_error, Exception: server_error},
+    )
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+        raise PeerProtocolError("too-large", f"request body over {MAX_BODY_BYTES} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise PeerProtocolError("too-large", f"request body over {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
