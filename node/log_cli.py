@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import io
 import json
 import sys
 from datetime import UTC, datetime
@@ -15,7 +16,7 @@ from protocol.errors import LocalProtocolError, PeerProtocolError
 from protocol.jcs import loads_strict
 from protocol.keys import SigningKey
 from protocol.notes import format_note
-from protocol.receipts import KNOWN_KINDS, Receipt, build_receipt, verify_receipt
+from protocol.receipts import KNOWN_KINDS, Receipt, build_receipt, genesis_root, verify_receipt
 from protocol.tlog_proof import TlogProof
 from store import LogStore, StoreError
 from store.fsck import fsck
@@ -54,9 +55,12 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_transitions(source: TextIO, name: str) -> list[tuple[str, dict[str, Any]]]:
-    """Parse JSON lines ``{"kind", "payload"}``; any bad line refuses the whole file."""
-    transitions: list[tuple[str, dict[str, Any]]] = []
+def _read_transitions(source: TextIO, name: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """Parse JSON lines ``{"kind", "payload"}`` into (where, kind, payload); any bad line refuses the file.
+
+    ``where`` is ``FILE:LINE`` with the physical line number, so every later error names the same line.
+    """
+    transitions: list[tuple[str, str, dict[str, Any]]] = []
     for number, line in enumerate(source, start=1):
         if not line.strip():
             continue
@@ -74,7 +78,7 @@ def _read_transitions(source: TextIO, name: str) -> list[tuple[str, dict[str, An
             raise LocalProtocolError("unknown-kind", f"{where}: unknown transition kind {kind!r}")
         if not isinstance(payload, dict):
             raise LocalProtocolError("bad-line", f"{where}: payload must be a JSON object")
-        transitions.append((kind, payload))
+        transitions.append((where, kind, payload))
         if len(transitions) > MAX_BATCH:
             raise LocalProtocolError("too-many", f"{where}: more than {MAX_BATCH} transitions in one batch")
     if not transitions:
@@ -90,7 +94,9 @@ def cmd_log_append(args: argparse.Namespace) -> int:
             "key-mismatch", f"key {args.key} is named {key.name!r}, not the origin {args.origin!r}"
         )
     if args.file == "-":
-        transitions = _read_transitions(sys.stdin, "<stdin>")
+        # Decode stdin ourselves: the locale's codec would turn a bad byte into a traceback.
+        stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="surrogateescape")
+        transitions = _read_transitions(stdin, "<stdin>")
     else:
         try:
             with open(args.file, encoding="utf-8", errors="surrogateescape") as handle:
@@ -102,12 +108,18 @@ def cmd_log_append(args: argparse.Namespace) -> int:
         raise LocalProtocolError("no-data-dir", f"data directory {data_dir} does not exist")
     verifier = key.verifier()
     with LogStore(data_dir) as store:
-        store.register_origin(args.origin, args.corridor, verifier)
-        head = store.head(args.origin)
+        # Build and check every receipt before anything is written, the origin's registration
+        # included: a refused first append must not bind the origin to a corridor.
+        try:
+            head = store.head(args.origin)
+            prev, seq = head.last_next_root, head.size
+        except StoreError as exc:
+            if exc.reason != "unknown-origin":
+                raise
+            prev, seq = genesis_root(args.corridor, args.origin), 0
         timestamp = _utc_now()
         batch = []
-        prev, seq = head.last_next_root, head.size
-        for number, (kind, payload) in enumerate(transitions, start=1):
+        for where, kind, payload in transitions:
             try:
                 receipt = build_receipt(
                     key=key,
@@ -119,13 +131,14 @@ def cmd_log_append(args: argparse.Namespace) -> int:
                     payload=payload,
                 )
             except PeerProtocolError as exc:
-                raise LocalProtocolError(exc.reason, f"line {number}: {exc.message}") from exc
+                raise LocalProtocolError(exc.reason, f"{where}: {exc.message}") from exc
             batch.append(verify_receipt(receipt, verifier))
             prev, seq = receipt.next_root, seq + 1
 
         def sign(cp: Checkpoint) -> bytes:
             return format_note(sign_checkpoint(cp, key))
 
+        store.register_origin(args.origin, args.corridor, verifier)
         result = store.append(args.origin, batch, sign=sign)
     _print_json(
         {

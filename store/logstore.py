@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ DEFAULT_MAP_SIZE = 64 * 1024**3
 _U32 = struct.Struct(">I")
 _ID_U64 = struct.Struct(">IQ")
 _HEAD = struct.Struct(">Q32s32s")
+_DB_NAMES = (b"meta", b"origins", b"heads", b"receipts", b"nodes", b"digests", b"checkpoints")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,21 +118,47 @@ class LogStore:
             )
         except lmdb.Error as exc:
             raise StoreError("io", f"cannot open LMDB store at {self.path}: {exc}") from exc
-        create = not readonly
-        self._meta = self._env.open_db(b"meta", create=create)
-        self._origins = self._env.open_db(b"origins", create=create)
-        self._heads = self._env.open_db(b"heads", create=create)
-        self._receipts = self._env.open_db(b"receipts", create=create)
-        self._nodes = self._env.open_db(b"nodes", create=create)
-        self._digests = self._env.open_db(b"digests", create=create)
-        self._checkpoints = self._env.open_db(b"checkpoints", create=create)
-        if not readonly:
-            with self._env.begin(write=True) as txn:
-                version = txn.get(b"schema_version", db=self._meta)
-                if version is None:
-                    txn.put(b"schema_version", SCHEMA_VERSION, db=self._meta)
+        try:
+            # All databases are created in one transaction: a first start killed half-way leaves
+            # either a complete empty store or none, never one that read-only tools cannot open.
+            if readonly:  # a read-only transaction cannot hand out database handles: open them one by one
+                dbs = {name: self._env.open_db(name, create=False) for name in _DB_NAMES}
+            else:
+                with self._env.begin(write=True) as txn:
+                    dbs = {name: self._env.open_db(name, txn=txn, create=True) for name in _DB_NAMES}
+            with self._env.begin(write=not readonly) as txn:
+                version = txn.get(b"schema_version", db=dbs[b"meta"])
+                if version is None and not readonly:
+                    txn.put(b"schema_version", SCHEMA_VERSION, db=dbs[b"meta"])
                 elif version != SCHEMA_VERSION:
                     raise StoreError("io", f"store schema version {version!r} is not {SCHEMA_VERSION!r}")
+        except lmdb.NotFoundError as exc:
+            self._env.close()
+            raise StoreError("not-found", f"{self.path} is not a complete sez store: {exc}") from exc
+        except lmdb.Error as exc:
+            self._env.close()
+            raise StoreError("io", f"cannot open the databases of {self.path}: {exc}") from exc
+        except StoreError:
+            self._env.close()
+            raise
+        self._meta = dbs[b"meta"]
+        self._origins = dbs[b"origins"]
+        self._heads = dbs[b"heads"]
+        self._receipts = dbs[b"receipts"]
+        self._nodes = dbs[b"nodes"]
+        self._digests = dbs[b"digests"]
+        self._checkpoints = dbs[b"checkpoints"]
+
+    @contextmanager
+    def _txn(self, *, write: bool = False) -> Iterator[lmdb.Transaction]:
+        """A transaction whose LMDB failures surface as ``StoreError(io)`` (never a peer's fault)."""
+        try:
+            with self._env.begin(write=write) as txn:
+                yield txn
+        except lmdb.Error as exc:
+            raise StoreError(
+                "io", f"LMDB {'write' if write else 'read'} on {self.path} failed: {exc}"
+            ) from exc
 
     def close(self) -> None:
         """Close the environment. Idempotent."""
@@ -152,7 +180,7 @@ class LogStore:
         """
         if key.name != origin:
             raise StoreError("key-mismatch", f"key name {key.name!r} is not the origin {origin!r}")
-        with self._env.begin(write=True) as txn:
+        with self._txn(write=True) as txn:
             existing = self._origin_info(txn, origin)
             if existing is not None:
                 if existing.key != key or existing.corridor_id != corridor_id:
@@ -175,12 +203,12 @@ class LogStore:
         Raises:
             StoreError(unknown-origin): not registered.
         """
-        with self._env.begin() as txn:
+        with self._txn() as txn:
             return self._require_origin(txn, origin)
 
     def origins(self) -> list[OriginInfo]:
         """Every registered log, in origin order."""
-        with self._env.begin() as txn:
+        with self._txn() as txn:
             return [self._decode_origin(bytes(k).decode(), bytes(v)) for k, v in txn.cursor(db=self._origins)]
 
     def _decode_origin(self, origin: str, value: bytes) -> OriginInfo:
@@ -201,7 +229,7 @@ class LogStore:
 
     def head(self, origin: str) -> Head:
         """The current head of log ``origin``."""
-        with self._env.begin() as txn:
+        with self._txn() as txn:
             return self._head(txn, self._require_origin(txn, origin))
 
     def _head(self, txn: lmdb.Transaction, info: OriginInfo) -> Head:
@@ -238,45 +266,42 @@ class LogStore:
                 ``prev-root-mismatch``, ``wrong-corridor``) or ``duplicate-digest``.
             StoreError: ``unknown-origin``, ``key-mismatch``, ``corrupt``, ``io``.
         """
-        try:
-            with self._env.begin(write=True) as txn:
-                info = self._require_origin(txn, origin)
-                head = self._head(txn, info)
-                origin_id = info.id
-                nodes_db, receipts_db, digests_db = self._nodes, self._receipts, self._digests
-                put = txn.put
-                appender = mmr.MMRAppender.from_store(head.size, self._node_reader(txn, info))
+        with self._txn(write=True) as txn:
+            info = self._require_origin(txn, origin)
+            head = self._head(txn, info)
+            origin_id = info.id
+            nodes_db, receipts_db, digests_db = self._nodes, self._receipts, self._digests
+            put = txn.put
+            appender = mmr.MMRAppender.from_store(head.size, self._node_reader(txn, info))
 
-                def visit(pos: int, node: bytes) -> None:
-                    put(_ID_U64.pack(origin_id, pos), node, db=nodes_db)
+            def visit(pos: int, node: bytes) -> None:
+                put(_ID_U64.pack(origin_id, pos), node, db=nodes_db)
 
-                seq, prev = head.size, head.last_next_root
-                for verified in batch:
-                    receipt = verified.receipt
-                    if verified.key != info.key:
-                        raise StoreError(
-                            "key-mismatch", f"receipt verified under a key not registered for {origin!r}"
-                        )
-                    check_chain(receipt, sequence=seq, prev_root=prev, corridor_id=info.corridor_id)
-                    rkey = _ID_U64.pack(origin_id, seq)
-                    if not put(receipt.next_root, rkey, db=digests_db, overwrite=False):
-                        raise PeerProtocolError(
-                            "duplicate-digest",
-                            f"a receipt with next_root {receipt.next_root.hex()} is stored",
-                        )
-                    put(rkey, receipt.raw, db=receipts_db)
-                    appender.append(mmr.hash_leaf(receipt.next_root), visit)
-                    prev = receipt.next_root
-                    seq += 1
-                root = appender.root()
-                put(_U32.pack(origin_id), _HEAD.pack(seq, root, prev), db=self._heads)
-                note = None
-                if sign is not None:
-                    note = sign(Checkpoint(origin=origin, size=seq, root=root))
-                    self._put_checkpoint(txn, info, note, expect_root=root)
-                new_head = Head(origin, seq, root, prev)
-        except lmdb.Error as exc:
-            raise StoreError("io", f"append to {origin!r} failed: {exc}") from exc
+            seq, prev = head.size, head.last_next_root
+            for verified in batch:
+                receipt = verified.receipt
+                if verified.key != info.key:
+                    raise StoreError(
+                        "key-mismatch", f"receipt verified under a key not registered for {origin!r}"
+                    )
+                check_chain(receipt, sequence=seq, prev_root=prev, corridor_id=info.corridor_id)
+                rkey = _ID_U64.pack(origin_id, seq)
+                if not put(receipt.next_root, rkey, db=digests_db, overwrite=False):
+                    raise PeerProtocolError(
+                        "duplicate-digest",
+                        f"a receipt with next_root {receipt.next_root.hex()} is stored",
+                    )
+                put(rkey, receipt.raw, db=receipts_db)
+                appender.append(mmr.hash_leaf(receipt.next_root), visit)
+                prev = receipt.next_root
+                seq += 1
+            root = appender.root()
+            put(_U32.pack(origin_id), _HEAD.pack(seq, root, prev), db=self._heads)
+            note = None
+            if sign is not None:
+                note = sign(Checkpoint(origin=origin, size=seq, root=root))
+                self._put_checkpoint(txn, info, note, expect=(seq, root))
+            new_head = Head(origin, seq, root, prev)
         return AppendResult(new_head, note)
 
     # ------------------------------------------------------------- checkpoints
@@ -292,12 +317,12 @@ class LogStore:
                 ``checkpoint-conflict`` (validly signed, different root at a stored size:
                 evidence of equivocation, with both roots in ``details``).
         """
-        with self._env.begin(write=True) as txn:
+        with self._txn(write=True) as txn:
             info = self._require_origin(txn, origin)
-            return self._put_checkpoint(txn, info, note, expect_root=None)
+            return self._put_checkpoint(txn, info, note, expect=None)
 
     def _put_checkpoint(
-        self, txn: lmdb.Transaction, info: OriginInfo, note: bytes, *, expect_root: bytes | None
+        self, txn: lmdb.Transaction, info: OriginInfo, note: bytes, *, expect: tuple[int, bytes] | None
     ) -> Checkpoint:
         cp, _ = open_checkpoint(note, info.key)
         head = self._head(txn, info)
@@ -308,7 +333,11 @@ class LogStore:
                 size=cp.size,
                 stored=head.size,
             )
-        stored_root = expect_root if expect_root is not None else self._root_at(txn, info, cp.size)
+        if expect is not None and cp.size != expect[0]:
+            raise PeerProtocolError(
+                "checkpoint-conflict", f"checkpoint is for size {cp.size}, the batch ends at {expect[0]}"
+            )
+        stored_root = expect[1] if expect is not None else self._root_at(txn, info, cp.size)
         if cp.root != stored_root:
             raise PeerProtocolError(
                 "checkpoint-conflict",
@@ -330,7 +359,7 @@ class LogStore:
         Raises:
             StoreError(not-found): no checkpoint signed at that size (or none at all).
         """
-        with self._env.begin() as txn:
+        with self._txn() as txn:
             info = self._require_origin(txn, origin)
             if size is not None:
                 note = txn.get(_ID_U64.pack(info.id, size), db=self._checkpoints)
@@ -346,7 +375,7 @@ class LogStore:
 
     def checkpoint_sizes(self, origin: str) -> list[int]:
         """Sizes at which a signed checkpoint of ``origin`` is stored, ascending."""
-        with self._env.begin() as txn:
+        with self._txn() as txn:
             info = self._require_origin(txn, origin)
             return [size for size, _ in self._iter_checkpoints(txn, info)]
 
@@ -368,7 +397,7 @@ class LogStore:
         Raises:
             StoreError: ``bad-index`` if there is no such receipt.
         """
-        with self._env.begin() as txn:
+        with self._txn() as txn:
             info = self._require_origin(txn, origin)
             raw = txn.get(_ID_U64.pack(info.id, sequence), db=self._receipts) if sequence >= 0 else None
             if raw is None:
@@ -377,31 +406,37 @@ class LogStore:
             return bytes(raw)
 
     def receipts(self, origin: str, start: int, end: int) -> list[bytes]:
-        """Receipts ``start`` ≤ sequence < ``end`` (clipped to the log), in order."""
+        """Receipts ``start`` ≤ sequence < ``end`` (clipped to the log), in order.
+
+        Raises:
+            StoreError(corrupt): a receipt below the head is missing.
+        """
         out: list[bytes] = []
-        with self._env.begin() as txn:
+        with self._txn() as txn:
             info = self._require_origin(txn, origin)
+            start = max(start, 0)
             end = min(end, self._head(txn, info).size)
             if start >= end:
                 return out
             cursor = txn.cursor(db=self._receipts)
-            cursor.set_key(_ID_U64.pack(info.id, max(start, 0)))
-            for _, value in cursor:
-                out.append(bytes(value))
-                if len(out) >= end - max(start, 0):
-                    break
+            cursor.set_range(_ID_U64.pack(info.id, start))
+            for seq in range(start, end):
+                if cursor.key() != _ID_U64.pack(info.id, seq):
+                    raise StoreError("corrupt", f"receipt {seq} of {origin!r} is missing from the store")
+                out.append(bytes(cursor.value()))
+                cursor.next()
         return out
 
     def find_digest(self, next_root: bytes) -> tuple[str, int] | None:
         """(origin, sequence) of the receipt whose ``next_root`` is given, if stored."""
-        with self._env.begin() as txn:
+        with self._txn() as txn:
             value = txn.get(next_root, db=self._digests)
             if value is None:
                 return None
             origin_id, seq = _ID_U64.unpack(value)
             for key, record in txn.cursor(db=self._origins):
                 if msgpack.unpackb(record)["id"] == origin_id:
-                    return key.decode(), seq
+                    return bytes(key).decode(), seq
         raise StoreError("corrupt", f"digest index names unknown origin id {origin_id}")
 
     # ------------------------------------------------------------------ proofs
@@ -430,7 +465,7 @@ class LogStore:
 
     def root_at(self, origin: str, size: int | None = None) -> bytes:
         """The RFC 6962 root of the first ``size`` receipts (default: all)."""
-        with self._env.begin() as txn:
+        with self._txn() as txn:
             info = self._require_origin(txn, origin)
             return self._root_at(txn, info, self._check_size(txn, info, size))
 
@@ -440,7 +475,7 @@ class LogStore:
         Raises:
             StoreError(bad-index): ``index`` or ``size`` outside the stored log.
         """
-        with self._env.begin() as txn:
+        with self._txn() as txn:
             info = self._require_origin(txn, origin)
             size = self._check_size(txn, info, size)
             if not 0 <= index < size:
@@ -453,7 +488,7 @@ class LogStore:
         Raises:
             StoreError(bad-index): sizes outside the stored log or ``old_size > new_size``.
         """
-        with self._env.begin() as txn:
+        with self._txn() as txn:
             info = self._require_origin(txn, origin)
             new_size = self._check_size(txn, info, new_size)
             if not 0 <= old_size <= new_size:
@@ -475,7 +510,7 @@ class LogStore:
 
     def node(self, origin: str, position: int) -> bytes | None:
         """The stored MMR node at ``position`` (None if absent). For fsck and tests."""
-        with self._env.begin() as txn:
+        with self._txn() as txn:
             info = self._require_origin(txn, origin)
             value = txn.get(_ID_U64.pack(info.id, position), db=self._nodes)
             return None if value is None else bytes(value)
@@ -489,7 +524,7 @@ class LogStore:
         return sum(1 for _ in self._iter_prefix(self._receipts, origin))
 
     def _iter_prefix(self, db: Any, origin: str) -> Iterator[bytes]:
-        with self._env.begin() as txn:
+        with self._txn() as txn:
             info = self._require_origin(txn, origin)
             prefix = _U32.pack(info.id)
             cursor = txn.cursor(db=db)
@@ -502,13 +537,13 @@ class LogStore:
 
     def digest_entry(self, next_root: bytes) -> tuple[int, int] | None:
         """(origin id, sequence) stored in the digest index for ``next_root``."""
-        with self._env.begin() as txn:
+        with self._txn() as txn:
             value = txn.get(next_root, db=self._digests)
             return None if value is None else _ID_U64.unpack(value)
 
     def stat(self) -> dict[str, int]:
         """LMDB figures: file size in bytes and entries per database."""
-        with self._env.begin() as txn:
+        with self._txn() as txn:
             entries = {
                 name: txn.stat(db)["entries"]
                 for name, db in (

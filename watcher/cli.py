@@ -16,4 +16,4 @@ __all__ = ["main"]
 def main(argv: Sequence[str] | None = None) -> int:
     """Report that the watcher daemon is not available in this build."""
     print("sez-watcher: not-implemented: the watcher daemon is not part of this build yet", file=sys.stderr)
-    return 2
+    return 1
