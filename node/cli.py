@@ -13,7 +13,9 @@ from collections.abc import Sequence
 
 from protocol.errors import SezError
 
+from .client_cli import add_client_commands
 from .log_cli import add_log_commands
+from .run_cli import add_run_command
 
 __all__ = ["build_parser", "main"]
 
@@ -23,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sez-node", description="sez corridor node and log tools")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_log_commands(sub)
+    add_client_commands(sub)
+    add_run_command(sub)
     return parser
 
 

@@ -1,0 +1,578 @@
+"""One corridor as the node runs it: our log, the counterparty's replica, gossip, sync, cosigning.
+
+Theory of operation
+-------------------
+For a corridor such as PAK-KSA, the PAK node runs one :class:`CorridorService`:
+
+* **Writer.** Our log's :class:`~node.writer.LogWriter`. Each committed batch is
+  published on ``/sez/1/<corridor>/receipts`` as :class:`~protocol.wire.ReceiptBatch`
+  messages of at most ``MAX_BATCH_RECEIPTS`` receipts, each with the checkpoint
+  signed over the whole batch.
+* **Replica.** The counterparty's log (:class:`~node.replica.Replica`). Gossip is
+  the fast path; correctness comes from sync: a batch that starts beyond the
+  replica head, a checkpoint ahead of it, start-up and a periodic timer all wake
+  the sync task, which pulls ranges over ``/sez/sync/1`` until the replica reaches
+  the best checkpoint the counterparty signed. Every receipt goes through the
+  same checks (``Ingestor``) whichever path brought it.
+* **Validators** run before gossipsub delivers or forwards anything: decode with
+  limits, the right corridor and origin, a valid log signature on the checkpoint,
+  and a spot check of the first new receipt; old batches are IGNOREd, invalid ones
+  REJECTed. The consumer then verifies every receipt before storing it.
+* **Witness.** The node cosigns the counterparty's checkpoints (cosignature/v1)
+  under the witness rule (``protocol.witness``): only after checking consistency
+  with the last one it cosigned, with that state stored durably first. It then
+  publishes the cosignature and records it in its own log as an ``ack`` receipt,
+  but only when the counterparty's log grew by receipts other than acks since the
+  last ack (otherwise two idle nodes would ack each other's acks forever).
+* **Cosignatures of our checkpoints** arriving from the counterparty are verified
+  and merged into the stored checkpoint note.
+
+Every consumer catches only peer faults (logged, counted per peer) and keeps
+going; anything else is a bug and brings the daemon down (style rule 14).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import trio
+
+from protocol.checkpoints import (
+    Checkpoint,
+    add_signatures,
+    cosign,
+    open_checkpoint,
+    parse_checkpoint,
+    verify_cosignatures,
+)
+from protocol.errors import PeerProtocolError, SezError
+from protocol.keys import ALG_COSIGNATURE_V1, SigningKey
+from protocol.notes import format_note, parse_note
+from protocol.receipts import Receipt, verify_receipt
+from protocol.sync import NEED_DATA, PROTOCOL_ID, FrameDecoder, SyncClient, frame
+from protocol.wire import (
+    MAX_BATCH_RECEIPTS,
+    MAX_GOSSIP_BYTES,
+    MAX_RANGE_RECEIPTS,
+    CheckpointAnnouncement,
+    CosignatureAnnouncement,
+    ErrorResponse,
+    GetCheckpoint,
+    GetReceipts,
+    Message,
+    NoteResponse,
+    ReceiptBatch,
+    ReceiptsResponse,
+    decode,
+    encode,
+)
+from protocol.witness import check_witness_rule
+from store import LogStore, StoreError
+
+from .config import CorridorConfig
+from .ingest import Ingestor
+from .p2p import GossipMessage, P2PHost, Verdict
+from .replica import Outcome, Replica
+from .sync_server import answer
+from .writer import CommittedBatch, LogWriter
+
+__all__ = ["CorridorService", "CorridorStatistics", "serve_sync_frames", "topic"]
+
+log = logging.getLogger(__name__)
+
+SYNC_INTERVAL: Final = 2.0
+"""Anti-entropy: seconds between sync rounds when nothing wakes the sync task earlier."""
+SYNC_REQUEST_TIMEOUT: Final = 10.0
+"""A peer that does not answer one sync request in this time is slow or faulty: the round ends."""
+SYNC_BACKOFF_MAX: Final = 10.0
+
+
+def topic(corridor_id: str, kind: str) -> str:
+    """The gossip topic ``/sez/1/<corridor>/<kind>`` (design §13)."""
+    return f"/sez/1/{corridor_id}/{kind}"
+
+
+@dataclass(slots=True)
+class CorridorStatistics:
+    """Counters of one corridor service (exported on /metrics and in the status)."""
+
+    gossip_batches_applied: int = 0
+    gossip_batches_duplicate: int = 0
+    gossip_gaps: int = 0
+    sync_rounds: int = 0
+    sync_receipts: int = 0
+    sync_failures: int = 0
+    cosigned: int = 0
+    acks_written: int = 0
+    peer_faults: dict[str, int] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)
+
+
+class _Kick:
+    """A level-triggered wake-up: ``kick()`` any number of times; ``wait(timeout)`` consumes them."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def kick(self) -> None:
+        self._event.set()
+
+    async def wait(self, timeout: float) -> None:
+        with trio.move_on_after(timeout):
+            await self._event.wait()
+        self._event = trio.Event()
+
+
+class CorridorService:
+    """Runs one corridor for this node.
+
+    Args:
+        store: the node's store.
+        config: the corridor's configuration.
+        key: our signing key (any name; it is re-keyed under our origin).
+        host: the started p2p host.
+        ingestor: shared receipt verifier.
+        now: unix-seconds clock (cosignature timestamps).
+    """
+
+    def __init__(
+        self,
+        *,
+        store: LogStore,
+        config: CorridorConfig,
+        key: SigningKey,
+        host: P2PHost,
+        ingestor: Ingestor,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self.id = config.id
+        self.config = config
+        self.store = store
+        self.host = host
+        self.origin = config.origin
+        self.key = SigningKey(config.origin, key.seed)
+        self.counterparty_origin = config.counterparty_origin
+        self.counterparty_key = config.counterparty_key
+        self.counterparty_cosigner = config.counterparty_key.with_alg(ALG_COSIGNATURE_V1)
+        self.writer = LogWriter(store, config.id, self.key, on_batch=self._publish_batch)
+        self.replica = Replica(store, config.id, config.counterparty_key, ingestor)
+        self.stats = CorridorStatistics()
+        self._now = now
+        self._replica_lock = trio.Lock()
+        self._sync_kick = _Kick()
+        self._cosign_kick = _Kick()
+        self._last_cosign_time = 0.0
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run every task of the corridor until cancelled."""
+        host = self.host
+        host.set_topic_validator(topic(self.id, "receipts"), self._validate_receipts)
+        host.set_topic_validator(topic(self.id, "checkpoints"), self._validate_checkpoint)
+        host.set_topic_validator(topic(self.id, "cosignatures"), self._validate_cosignature)
+        receipts = await host.subscribe(topic(self.id, "receipts"), buffer=1024)
+        checkpoints = await host.subscribe(topic(self.id, "checkpoints"))
+        cosignatures = await host.subscribe(topic(self.id, "cosignatures"))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.writer.run)
+            nursery.start_soon(self._consume, receipts, self._on_receipts)
+            nursery.start_soon(self._consume, checkpoints, self._on_checkpoint)
+            nursery.start_soon(self._consume, cosignatures, self._on_cosignature)
+            nursery.start_soon(self._sync_loop)
+            nursery.start_soon(self._cosign_loop)
+            nursery.start_soon(self._announce_loop)
+            task_status.started()
+
+    def _fault(self, peer: str, where: str, exc: SezError) -> None:
+        self.stats.peer_faults[peer] = self.stats.peer_faults.get(peer, 0) + 1
+        self.stats.rejected[exc.reason] = self.stats.rejected.get(exc.reason, 0) + 1
+        log.warning(
+            "peer fault on %s from %s: %s: %s", where, peer, exc.reason, exc.message,
+            extra={"corridor": self.id, "peer": peer, "reason": exc.reason},
+        )  # fmt: skip
+
+    async def _consume(
+        self, channel: trio.MemoryReceiveChannel[GossipMessage], handle: Callable[[GossipMessage], Any]
+    ) -> None:
+        async with channel:
+            async for message in channel:
+                try:
+                    await handle(message)
+                except (PeerProtocolError, StoreError) as exc:
+                    self._fault(message.origin, message.topic, exc)
+
+    # --------------------------------------------------------------- validators
+
+    def _validate_receipts(self, peer_id: str, data: bytes) -> Verdict:
+        try:
+            return self._check_receipt_batch(data)
+        except (PeerProtocolError, StoreError) as exc:
+            self._count_rejection(peer_id, exc)
+            return Verdict.REJECT
+
+    def _count_rejection(self, peer_id: str, exc: SezError) -> None:
+        self.stats.rejected[exc.reason] = self.stats.rejected.get(exc.reason, 0) + 1
+        self.stats.peer_faults[peer_id] = self.stats.peer_faults.get(peer_id, 0) + 1
+        log.info(
+            "gossip from %s rejected: %s: %s", peer_id, exc.reason, exc.message,
+            extra={"corridor": self.id, "peer": peer_id, "reason": exc.reason},
+        )  # fmt: skip
+
+    def _check_receipt_batch(self, data: bytes) -> Verdict:
+        """Cheap checks before gossipsub delivers or forwards a batch; raises on an invalid one."""
+        batch = decode(data, max_bytes=MAX_GOSSIP_BYTES)
+        if not isinstance(batch, ReceiptBatch):
+            raise PeerProtocolError("wrong-topic", f"{batch.KIND} message on the receipts topic")
+        if batch.corridor != self.id:
+            raise PeerProtocolError("wrong-corridor", f"batch for corridor {batch.corridor} on {self.id}")
+        if batch.origin == self.origin:
+            return Verdict.IGNORE  # our own batch coming back
+        if batch.origin != self.counterparty_origin:
+            raise PeerProtocolError("unknown-origin", f"{batch.origin!r} writes no log in {self.id}")
+        if not batch.receipts:
+            raise PeerProtocolError("bad-batch", "empty receipt batch")
+        cp, _ = open_checkpoint(batch.checkpoint, self.counterparty_key)
+        end = batch.start + len(batch.receipts)
+        if cp.size < end:
+            raise PeerProtocolError(
+                "bad-batch", f"checkpoint size {cp.size} does not cover receipts up to {end}"
+            )
+        held = self.store.head(self.counterparty_origin).size
+        if end <= held:
+            return Verdict.IGNORE  # old news: do not forward it again
+        offset = max(0, held - batch.start)
+        receipt = Receipt.from_bytes(batch.receipts[offset])
+        if receipt.sequence != batch.start + offset:
+            raise PeerProtocolError(
+                "seq-gap", f"receipt at position {batch.start + offset} carries sequence {receipt.sequence}"
+            )
+        verify_receipt(receipt, self.counterparty_key)
+        return Verdict.ACCEPT
+
+    def _validate_checkpoint(self, peer_id: str, data: bytes) -> Verdict:
+        try:
+            message = decode(data, max_bytes=MAX_GOSSIP_BYTES)
+            if not isinstance(message, CheckpointAnnouncement):
+                raise PeerProtocolError("wrong-topic", f"{message.KIND} message on the checkpoints topic")
+            self._check_corridor_origin(message.corridor, message.origin)
+            if message.origin == self.origin:
+                return Verdict.IGNORE
+            open_checkpoint(message.note, self.counterparty_key)
+        except PeerProtocolError as exc:
+            self._count_rejection(peer_id, exc)
+            return Verdict.REJECT
+        return Verdict.ACCEPT
+
+    def _check_corridor_origin(self, corridor: str, origin: str) -> None:
+        if corridor != self.id:
+            raise PeerProtocolError("wrong-corridor", f"message for corridor {corridor} on {self.id}")
+        if origin not in (self.origin, self.counterparty_origin):
+            raise PeerProtocolError("unknown-origin", f"{origin!r} writes no log in {self.id}")
+
+    def _validate_cosignature(self, peer_id: str, data: bytes) -> Verdict:
+        try:
+            message = decode(data, max_bytes=MAX_GOSSIP_BYTES)
+            if not isinstance(message, CosignatureAnnouncement):
+                raise PeerProtocolError("wrong-topic", f"{message.KIND} message on the cosignatures topic")
+            self._check_corridor_origin(message.corridor, message.origin)
+            if message.origin == self.origin and message.cosigner == self.counterparty_origin:
+                cp, note = parse_checkpoint(message.note)
+                if not verify_cosignatures(note, cp, [self.counterparty_cosigner]):
+                    raise PeerProtocolError("bad-cosignature", "no counterparty cosignature on the note")
+        except PeerProtocolError as exc:
+            self._count_rejection(peer_id, exc)
+            return Verdict.REJECT
+        return Verdict.ACCEPT
+
+    # ---------------------------------------------------------------- consumers
+
+    async def _on_receipts(self, message: GossipMessage) -> None:
+        batch = decode(message.data, max_bytes=MAX_GOSSIP_BYTES)
+        assert isinstance(batch, ReceiptBatch)
+        async with self._replica_lock:
+            outcome = await trio.to_thread.run_sync(
+                self.replica.apply, batch.start, batch.receipts, batch.checkpoint
+            )
+        if outcome is Outcome.GAP:
+            self.stats.gossip_gaps += 1
+            self._sync_kick.kick()
+        elif outcome is Outcome.DUPLICATE:
+            self.stats.gossip_batches_duplicate += 1
+        else:
+            self.stats.gossip_batches_applied += 1
+            self._cosign_kick.kick()
+
+    async def _on_checkpoint(self, message: GossipMessage) -> None:
+        announcement = decode(message.data, max_bytes=MAX_GOSSIP_BYTES)
+        assert isinstance(announcement, CheckpointAnnouncement)
+        async with self._replica_lock:
+            cp = await trio.to_thread.run_sync(self.replica.note_checkpoint, announcement.note)
+        if cp.size > self.replica.status().size:
+            self._sync_kick.kick()
+        self._cosign_kick.kick()
+
+    async def _on_cosignature(self, message: GossipMessage) -> None:
+        announcement = decode(message.data, max_bytes=MAX_GOSSIP_BYTES)
+        assert isinstance(announcement, CosignatureAnnouncement)
+        if announcement.origin != self.origin or announcement.cosigner != self.counterparty_origin:
+            return  # watchers' cosignatures are collected with quorum finality
+        cp, note = parse_checkpoint(announcement.note)
+        if not verify_cosignatures(note, cp, [self.counterparty_cosigner]):
+            raise PeerProtocolError("bad-cosignature", "no valid counterparty cosignature on the note")
+        await trio.to_thread.run_sync(self._merge_cosignature, cp, note)
+
+    def _merge_cosignature(self, cp: Checkpoint, note: Any) -> None:
+        stored = parse_note(self.store.checkpoint(self.origin, cp.size))
+        ours = [sig for sig in note.signatures if sig.name == self.counterparty_origin]
+        merged = format_note(add_signatures(stored, ours))
+        self.store.add_checkpoint(self.origin, merged)
+
+    # ------------------------------------------------------------------ publish
+
+    async def _publish_batch(self, batch: CommittedBatch) -> None:
+        raws = [r.raw for r in batch.receipts]
+        for offset in range(0, len(raws), MAX_BATCH_RECEIPTS):
+            piece = raws[offset : offset + MAX_BATCH_RECEIPTS]
+            message = ReceiptBatch(
+                corridor=self.id, origin=self.origin, start=batch.start + offset,
+                receipts=tuple(piece), checkpoint=batch.checkpoint,
+            )  # fmt: skip
+            await self.host.publish(topic(self.id, "receipts"), encode(message))
+
+    async def _announce_loop(self) -> None:
+        """Announce our latest checkpoint every ``checkpoint_interval`` seconds when the log grew."""
+        announced = -1
+        while True:
+            await trio.sleep(self.config.checkpoint_interval)
+            size = self.store.head(self.origin).size
+            if size in (announced, 0):
+                continue
+            note = self.store.checkpoint(self.origin)
+            message = CheckpointAnnouncement(corridor=self.id, origin=self.origin, note=note)
+            await self.host.publish(topic(self.id, "checkpoints"), encode(message))
+            announced = size
+
+    # --------------------------------------------------------------------- sync
+
+    async def _sync_loop(self) -> None:
+        """Pull the counterparty's log until the replica reaches its latest checkpoint; repeat."""
+        failures = 0
+        while True:
+            try:
+                with trio.fail_after(SYNC_REQUEST_TIMEOUT * 4):
+                    await self.sync_once()
+                failures = 0
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError) as exc:
+                failures += 1
+                self.stats.sync_failures += 1
+                log.info("sync round for %s failed: %r", self.id, exc, extra={"corridor": self.id})
+            except (PeerProtocolError, StoreError) as exc:
+                failures += 1
+                self.stats.sync_failures += 1
+                self._fault("sync", "sync", exc)
+            delay = SYNC_INTERVAL if failures == 0 else min(SYNC_BACKOFF_MAX, SYNC_INTERVAL * 2**failures)
+            await self._sync_kick.wait(delay)
+
+    async def sync_once(self) -> int:
+        """One sync round with a connected counterparty peer; returns the receipts added.
+
+        Raises:
+            StreamOpenError, trio.BrokenResourceError: the peer is unreachable or hung up.
+            PeerProtocolError: the peer sent something invalid.
+        """
+        peers = [p for p in self.config.peer_ids if self.host.is_connected(p)]
+        if not peers:
+            return 0
+        self.stats.sync_rounds += 1
+        stream = await self.host.open_stream(peers[0], PROTOCOL_ID)
+        added = 0
+        async with stream:
+            client = SyncClient()
+
+            async def ask(request: Any) -> Any:
+                await stream.send_all(client.send(request))
+                with trio.fail_after(SYNC_REQUEST_TIMEOUT):
+                    while True:
+                        answer = client.next_answer()
+                        if answer is not NEED_DATA:
+                            return answer.response
+                        data = await stream.receive_some(65536)
+                        if not data:
+                            raise trio.BrokenResourceError("peer closed the sync stream")
+                        client.receive_data(data)
+
+            latest = await ask(GetCheckpoint(id=client.next_id(), origin=self.counterparty_origin, size=0))
+            if isinstance(latest, ErrorResponse):
+                if latest.reason == "not-found":
+                    return 0  # the counterparty has not written anything yet
+                raise PeerProtocolError(latest.reason, f"checkpoint request refused: {latest.message}")
+            assert isinstance(latest, NoteResponse)
+            async with self._replica_lock:
+                await trio.to_thread.run_sync(self.replica.note_checkpoint, latest.note)
+            while (status := self.replica.status()).lag > 0:
+                response = await ask(
+                    GetReceipts(
+                        id=client.next_id(), origin=self.counterparty_origin, start=status.size,
+                        count=min(MAX_RANGE_RECEIPTS, status.lag),
+                    )
+                )  # fmt: skip
+                if isinstance(response, ErrorResponse):
+                    raise PeerProtocolError(response.reason, f"range request refused: {response.message}")
+                assert isinstance(response, ReceiptsResponse)
+                if not response.receipts:
+                    raise PeerProtocolError("empty-range", "peer signed a checkpoint it cannot serve")
+                async with self._replica_lock:
+                    await trio.to_thread.run_sync(self.replica.apply, response.start, response.receipts, None)
+                added += len(response.receipts)
+                self.stats.sync_receipts += len(response.receipts)
+        if added:
+            self._cosign_kick.kick()
+        return added
+
+    # ------------------------------------------------------------------ witness
+
+    async def _cosign_loop(self) -> None:
+        while True:
+            await self._cosign_kick.wait(self.config.checkpoint_interval)
+            try:
+                await self.cosign_latest()
+            except (PeerProtocolError, StoreError) as exc:
+                # A checkpoint we must not cosign (rollback, equivocation): keep it as evidence (issue 5).
+                self._fault("witness", "witness", exc)
+
+    async def cosign_latest(self, *, force: bool = False) -> int | None:
+        """Cosign the counterparty's latest stored checkpoint if the cadence and the witness rule allow.
+
+        Returns the size cosigned, or None.
+        """
+        try:
+            note = self.store.checkpoint(self.counterparty_origin)
+        except StoreError as exc:
+            if exc.reason == "not-found":
+                return None
+            raise
+        cp, _ = open_checkpoint(note, self.counterparty_key)
+        state = self.store.witness_state(self.counterparty_origin)
+        last = None
+        if state is not None:
+            last = Checkpoint(origin=self.counterparty_origin, size=state["size"], root=state["root"])
+            grown = cp.size - last.size
+            due = time.monotonic() - self._last_cosign_time >= self.config.checkpoint_interval
+            if grown <= 0 or not (force or grown >= self.config.checkpoint_every or due):
+                return None
+        proof = (
+            self.store.consistency_proof(self.counterparty_origin, last.size, cp.size)
+            if last is not None and last.size > 0
+            else []
+        )
+        if last is not None and last.size == 0:
+            last = None  # consistency from the empty tree is trivial
+        decision = check_witness_rule(last, cp, proof)
+        if not decision.cosign:
+            return None
+        acked = state.get("acked_size", 0) if state else 0
+        line = cosign(cp, self.key, int(self._now()))
+        record = {"size": cp.size, "root": cp.root, "note": note, "acked_size": acked}
+        await trio.to_thread.run_sync(self.store.set_witness_state, self.counterparty_origin, record)
+        self._last_cosign_time = time.monotonic()
+        self.stats.cosigned += 1
+        cosigned = format_note(add_signatures(parse_note(note), [line]))
+        message = CosignatureAnnouncement(
+            corridor=self.id, origin=self.counterparty_origin, cosigner=self.origin, note=cosigned
+        )
+        await self.host.publish(topic(self.id, "cosignatures"), encode(message))
+        if await trio.to_thread.run_sync(self._grew_by_more_than_acks, acked, cp.size):
+            await self.writer.submit(
+                "ack", {"origin": self.counterparty_origin, "size": cp.size, "root": cp.root.hex()}
+            )
+            record["acked_size"] = cp.size
+            await trio.to_thread.run_sync(self.store.set_witness_state, self.counterparty_origin, record)
+            self.stats.acks_written += 1
+        return cp.size
+
+    def _grew_by_more_than_acks(self, start: int, end: int) -> bool:
+        """True if the counterparty's receipts ``start``..``end`` include any kind but ``ack``."""
+        for seq in range(end - 1, start - 1, -1):  # newest first: traffic is usually non-ack
+            kind = json.loads(self.store.receipt(self.counterparty_origin, seq))["transition"]["kind"]
+            if kind != "ack":
+                return True
+        return False
+
+    # ------------------------------------------------------------------- status
+
+    def status(self) -> dict[str, Any]:
+        """JSON-ready corridor status (API ``/v1/corridors/{id}/status``)."""
+        head = self.store.head(self.origin)
+        replica = self.replica.status()
+        state = self.store.witness_state(self.counterparty_origin) or {}
+        cosigned_ours = 0
+        for size in reversed(self.store.checkpoint_sizes(self.origin)):
+            _, note = parse_checkpoint(self.store.checkpoint(self.origin, size))
+            if any(sig.name == self.counterparty_origin for sig in note.signatures):
+                cosigned_ours = size
+                break
+        return {
+            "corridor": self.id,
+            "log": {"origin": self.origin, "size": head.size, "root": head.root.hex()},
+            "counterparty": {
+                "origin": self.counterparty_origin,
+                "size": replica.size,
+                "known_size": replica.target,
+                "lag": replica.lag,
+                "cosigned_size": state.get("size", 0),
+                "acked_size": state.get("acked_size", 0),
+            },
+            "counterparty_cosigned_size": cosigned_ours,
+            "peers": {
+                "configured": list(self.config.peer_ids),
+                "connected": [p for p in self.config.peer_ids if self.host.is_connected(p)],
+            },
+            "writer": dataclasses.asdict(self.writer.statistics()),
+            "stats": {
+                "gossip_batches_applied": self.stats.gossip_batches_applied,
+                "gossip_gaps": self.stats.gossip_gaps,
+                "sync_rounds": self.stats.sync_rounds,
+                "sync_receipts": self.stats.sync_receipts,
+                "sync_failures": self.stats.sync_failures,
+                "cosigned": self.stats.cosigned,
+                "acks_written": self.stats.acks_written,
+                "peer_faults": dict(self.stats.peer_faults),
+                "rejected": dict(self.stats.rejected),
+            },
+        }
+
+
+def serve_sync_frames(store: LogStore, allowed_for: Callable[[str], frozenset[str]]) -> Callable[..., Any]:
+    """The ``/sez/sync/1`` stream handler: answer framed requests until the peer closes.
+
+    Requests are independent; the answers to everything that arrived in one read are
+    written together. A peer reads only the logs of the corridors it is configured
+    for (``allowed_for(peer_id)``). A peer fault (bad frame) ends the session: the p2p
+    layer's guard logs it, counts it against the peer and resets the stream.
+    """
+
+    async def handler(stream: Any) -> None:
+        allowed = allowed_for(stream.peer_id)
+        decoder = FrameDecoder()
+        while True:
+            data = await stream.receive_some(65536)
+            if not data:
+                return
+            decoder.receive_data(data)
+            out = bytearray()
+            while (request := decoder.next_message()) is not NEED_DATA:
+                assert isinstance(request, Message)
+                respond = functools.partial(answer, store, request, allowed_origins=allowed)
+                out += frame(await trio.to_thread.run_sync(respond))
+            if out:
+                await stream.send_all(bytes(out))
+
+    return handler

@@ -1,0 +1,218 @@
+"""``sez-node run``: the daemon's root nursery (design §13-§15; style rule 13).
+
+Start-up, in order, each step ready before the next:
+
+1. open the store and check our own logs against our latest signed checkpoints
+   (a node refuses to start if its store disagrees with what it signed, design §6);
+2. the libp2p host (Noise, yamux, allowlist of the configured peers, re-dialling);
+3. the ``/sez/sync/1`` server;
+4. one :class:`~node.corridor.CorridorService` per corridor (writer, replica, gossip,
+   sync, witness);
+5. the HTTP API.
+
+Then it prints one JSON line ``{"event": "ready", ...}`` on stdout (peer id,
+listen address, HTTP address) for supervisors and tests to wait on.
+
+Shutdown: SIGINT or SIGTERM cancels the root nursery. A batch that is being
+committed completes (the writer's commit is shielded), queued submissions are
+answered ``shutting-down``, the host closes its connections, and the process
+exits 0. Any other exception is a bug: it is logged and the daemon exits non-zero.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+from typing import Any
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+from protocol.checkpoints import open_checkpoint
+from protocol.errors import LocalProtocolError, SezError
+from protocol.sync import PROTOCOL_ID
+from store import LogStore, StoreError
+
+from .api import ApiContext, build_app
+from .config import NodeConfig
+from .corridor import CorridorService, serve_sync_frames
+from .ingest import Ingestor
+from .metrics import NodeCollector, build_registry
+from .p2p import P2PHost, configure_libp2p_logging, load_or_create_identity, open_host
+
+__all__ = ["Daemon", "check_own_logs", "run_daemon"]
+
+log = logging.getLogger(__name__)
+
+
+def check_own_logs(store: LogStore, config: NodeConfig) -> None:
+    """Refuse to start when a log we write disagrees with the latest checkpoint we signed.
+
+    O(log n): the latest checkpoint must verify under our key and its root must equal
+    the stored tree's root at its size; the stored head must be at least that size.
+    (``sez-node fsck`` recomputes everything from the leaves.)
+
+    Raises:
+        LocalProtocolError(store-disagrees): with the origin and what disagrees.
+    """
+    for corridor in config.corridors:
+        try:
+            info = store.origin(corridor.origin)
+        except StoreError as exc:
+            if exc.reason == "unknown-origin":
+                continue  # a new log
+            raise
+        key = config.signing_key(corridor.origin).verifier()
+        if info.key != key:
+            raise LocalProtocolError(
+                "store-disagrees", f"{corridor.origin} is stored under another key than node.signing_key"
+            )
+        try:
+            note = store.checkpoint(corridor.origin)
+        except StoreError as exc:
+            if exc.reason == "not-found":
+                continue
+            raise
+        try:
+            cp, _ = open_checkpoint(note, key)
+        except SezError as exc:
+            raise LocalProtocolError(
+                "store-disagrees", f"{corridor.origin}: latest checkpoint: {exc.message}"
+            ) from exc
+        head = store.head(corridor.origin)
+        if head.size < cp.size or store.root_at(corridor.origin, cp.size) != cp.root:
+            raise LocalProtocolError(
+                "store-disagrees",
+                f"{corridor.origin}: the stored log does not match the checkpoint signed at size {cp.size}; "
+                "run `sez-node fsck` and restore the data directory",
+            )
+
+
+class Daemon:
+    """The running node: what the API's status and /metrics read."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.services: dict[str, CorridorService] = {}
+        self.host: P2PHost | None = None
+
+    def corridor_status(self, corridor_id: str) -> dict[str, Any]:
+        """Status of one corridor (API)."""
+        service = self.services.get(corridor_id)
+        if service is None:
+            raise LocalProtocolError(
+                "unknown-corridor", f"this node is not a party to corridor {corridor_id!r}"
+            )
+        return service.status()
+
+    def allowed_origins(self, peer_id: str) -> frozenset[str]:
+        """The logs a peer may read over sync: those of the corridors it is configured for."""
+        return frozenset(
+            origin
+            for corridor in self.config.corridors
+            if peer_id in corridor.peer_ids
+            for origin in (corridor.origin, corridor.counterparty_origin)
+        )
+
+    async def run(self, *, task_status: trio.TaskStatus[dict[str, Any]] = trio.TASK_STATUS_IGNORED) -> None:
+        """Start everything in order, report readiness, and run until cancelled."""
+        config = self.config
+        with LogStore(config.data_dir) as store, Ingestor(store) as ingestor:
+            check_own_logs(store, config)
+            token = config.api_token()
+            identity = load_or_create_identity(config.identity_key_file)
+            peers = sorted({addr for corridor in config.corridors for addr in corridor.peers})
+            allow = sorted({pid for corridor in config.corridors for pid in corridor.peer_ids})
+            async with open_host(identity, listen_addr=config.listen, allowlist=allow, peers=peers) as host:
+                self.host = host
+                host.set_stream_handler(PROTOCOL_ID, serve_sync_frames(store, self.allowed_origins))
+                for corridor in config.corridors:
+                    self.services[corridor.id] = CorridorService(
+                        store=store, config=corridor, key=config.signing_key(corridor.origin),
+                        host=host, ingestor=ingestor,
+                    )  # fmt: skip
+                registry = build_registry(NodeCollector(lambda: self.services, lambda: self.host))
+                app = build_app(
+                    ApiContext(
+                        store=store,
+                        writers={cid: svc.writer for cid, svc in self.services.items()},
+                        token=token,
+                        status=self,
+                        registry=registry,
+                    )
+                )
+                http = HypercornConfig()
+                http.bind = [f"{config.http_host}:{config.http_port}"]
+                http.accesslog = None
+                http.errorlog = logging.getLogger("hypercorn.error")
+                http.graceful_timeout = 2.0
+                async with trio.open_nursery() as nursery:
+                    for service in self.services.values():
+                        await nursery.start(service.run)
+                    bound = await nursery.start(serve, app, http)
+                    ready = {
+                        "event": "ready",
+                        "jurisdiction": config.jurisdiction,
+                        "peer_id": host.peer_id,
+                        "listen": host.listen_addr,
+                        "http": bound[0] if bound else f"http://{config.http_host}:{config.http_port}",
+                        "corridors": sorted(self.services),
+                    }
+                    log.info("node ready", extra={k: str(v) for k, v in ready.items() if k != "event"})
+                    task_status.started(ready)
+
+
+async def run_daemon(config: NodeConfig) -> int:
+    """Run the daemon until SIGINT/SIGTERM; return the exit status."""
+    configure_libp2p_logging()
+    daemon = Daemon(config)
+    async with trio.open_nursery() as nursery:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            ready = await nursery.start(daemon.run)
+            print(json.dumps(ready), flush=True)
+            async for signum in signals:
+                log.info("stopping on %s", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
+    log.info("stopped cleanly")
+    return 0
+
+
+def _user_errors(group: BaseExceptionGroup[Any]) -> list[BaseException] | None:
+    """The leaves of ``group`` if every one is an operator-facing error (SezError, OSError), else None."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> bool:
+        if isinstance(exc, BaseExceptionGroup):
+            return all(walk(inner) for inner in exc.exceptions)
+        leaves.append(exc)
+        return isinstance(exc, SezError | OSError)
+
+    return leaves if walk(group) else None
+
+
+def main_run(config: NodeConfig) -> int:
+    """Entry point of ``sez-node run`` after the configuration loaded.
+
+    Operator-facing failures (a store that disagrees with our checkpoints, a port in
+    use, an unreadable key) end in one line on stderr and exit status 1; anything
+    else is a bug and propagates with its traceback.
+    """
+    try:
+        return trio.run(run_daemon, config)
+    except (SezError, OSError) as exc:
+        errors: list[BaseException] = [exc]
+    except BaseExceptionGroup as group:
+        found = _user_errors(group)
+        if found is None:
+            raise
+        errors = found
+    for error in errors:
+        if isinstance(error, SezError):
+            print(f"sez-node: {error.reason}: {error.message}", file=sys.stderr)
+        else:
+            print(f"sez-node: io: {error}", file=sys.stderr)
+    return 1
