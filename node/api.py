@@ -5,7 +5,8 @@ Routes (OpenAPI document: ``schemas/openapi.json``, served at ``/openapi.json``)
 =======  ==============================================  ===============================================
 method   path                                            answer
 =======  ==============================================  ===============================================
-POST     /v1/corridors/{corridor}/transitions            201 + receipt, once its batch is durable
+POST     /v1/corridors/{corridor}/transitions            201 + receipt (or {"receipts": [...]} for a
+                                                         {"transitions": [...]} batch) once durable
 GET      /v1/corridors/{corridor}/status                 both logs' heads, replica lag, peers
 GET      /v1/logs/{origin}/receipts/{sequence}           the receipt (canonical JSON)
 GET      /v1/logs/{origin}/checkpoint[?size=N]           the signed (cosigned) checkpoint note
@@ -48,8 +49,10 @@ __all__ = ["MAX_BODY_BYTES", "ApiContext", "build_app", "problem"]
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 64 * 1024
-"""A transition is at most a 64 KiB receipt; larger bodies are refused before parsing."""
+MAX_BODY_BYTES = 1024 * 1024
+"""A request body (one transition, or a batch of them) is refused over 1 MiB, before parsing."""
+MAX_TRANSITIONS = 512
+"""Transitions in one batch request: one writer batch, one gossip message."""
 
 _STATUS = {
     "unauthorized": 401,
@@ -152,10 +155,27 @@ def build_app(ctx: ApiContext) -> Starlette:
             raise PeerProtocolError("unsupported-media-type", "send the transition as application/json")
         body = await _read_body(request)
         item = loads_strict(body, max_bytes=MAX_BODY_BYTES)
-        if not isinstance(item, dict) or set(item) != {"kind", "payload"}:
-            raise PeerProtocolError("bad-request", 'the body must be {"kind": …, "payload": {…}}')
-        receipt = await writer.submit(item["kind"], item["payload"])
-        return Response(receipt.raw, status_code=201, media_type="application/json")
+        if isinstance(item, dict) and set(item) == {"kind", "payload"}:
+            receipt = await writer.submit(item["kind"], item["payload"])
+            return Response(receipt.raw, status_code=201, media_type="application/json")
+        if isinstance(item, dict) and set(item) == {"transitions"} and isinstance(item["transitions"], list):
+            batch = item["transitions"]
+            if not 1 <= len(batch) <= MAX_TRANSITIONS:
+                raise PeerProtocolError("bad-request", f"send 1 to {MAX_TRANSITIONS} transitions at once")
+            pairs = []
+            for index, entry in enumerate(batch):
+                if not isinstance(entry, dict) or set(entry) != {"kind", "payload"}:
+                    raise PeerProtocolError(
+                        "bad-request", f'transition {index} must be {{"kind": …, "payload": {{…}}}}'
+                    )
+                pairs.append((entry["kind"], entry["payload"]))
+            receipts = await writer.submit_many(pairs)
+            payload = b'{"receipts":[' + b",".join(r.raw for r in receipts) + b"]}"
+            return Response(payload, status_code=201, media_type="application/json")
+        raise PeerProtocolError(
+            "bad-request",
+            'the body must be {"kind": …, "payload": {…}} or {"transitions": [up to 512 of them]}',
+        )
 
     async def receipt(request: Request) -> Response:
         raw = ctx.store.receipt(request.path_params["origin"], int(request.path_params["sequence"]))

@@ -22,7 +22,7 @@ On shutdown, submissions still queued are answered with ``shutting-down``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -168,6 +168,41 @@ class LogWriter:
             raise submission.error
         assert submission.receipt is not None
         return submission.receipt
+
+    async def submit_many(self, transitions: Sequence[tuple[str, Mapping[str, Any]]]) -> list[Receipt]:
+        """Append several transitions; return their receipts, in order, once all are durable.
+
+        Every transition is checked before any is queued, so an invalid one refuses the
+        whole request (its index is in the message). They are queued together and usually
+        share one write transaction, but may span two; each returned receipt is durable.
+
+        Raises:
+            PeerProtocolError: a transition is invalid (``details["index"]`` names it).
+            LocalProtocolError(shutting-down): the writer stopped before writing them all.
+        """
+        for index, (kind, payload) in enumerate(transitions):
+            try:
+                self.check_transition(kind, payload)
+            except PeerProtocolError as exc:
+                raise PeerProtocolError(
+                    exc.reason, f"transition {index}: {exc.message}", index=index
+                ) from exc
+        if self._closed:
+            raise LocalProtocolError("shutting-down", "the log writer is stopping")
+        submissions = [_Submission(kind, dict(payload)) for kind, payload in transitions]
+        try:
+            for submission in submissions:
+                await self._send.send(submission)
+        except (trio.ClosedResourceError, trio.BrokenResourceError) as exc:
+            raise LocalProtocolError("shutting-down", "the log writer is stopping") from exc
+        receipts: list[Receipt] = []
+        for submission in submissions:
+            await submission.done.wait()
+            if submission.error is not None:
+                raise submission.error
+            assert submission.receipt is not None
+            receipts.append(submission.receipt)
+        return receipts
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Write batches until cancelled; on the way out, answer what is still queued."""

@@ -180,3 +180,35 @@ async def test_health_metrics_openapi(client: httpx.AsyncClient) -> None:
     problem_schema = spec["components"]["schemas"]["Problem"]
     bad = await client.get("/v1/logs/nowhere/receipts/0")
     jsonschema.validate(bad.json(), problem_schema)
+
+
+async def test_batch_submit_returns_every_receipt_in_order(client: httpx.AsyncClient) -> None:
+    batch = {"transitions": [{"kind": "transfer", "payload": transfer(i)} for i in range(300)]}
+    response = await submit(client, batch)
+    assert response.status_code == 201, response.text
+    receipts = [Receipt.from_bytes(json.dumps(r, separators=(",", ":"), sort_keys=True).encode())
+                for r in response.json()["receipts"]]  # fmt: skip
+    assert [r.sequence for r in receipts] == list(range(300))
+    assert [r.payload["transfer_id"] for r in receipts] == [f"t-{i}" for i in range(300)]
+    note = (await client.get(f"/v1/logs/{ORIGIN}/checkpoint")).content
+    assert open_checkpoint(note, KEY.verifier())[0].size == 300
+
+
+BAD_AMOUNT = {**transfer(1), "amount": "x"}
+
+
+@pytest.mark.parametrize(
+    ("transitions", "reason"),
+    [
+        ([{"kind": "transfer", "payload": transfer(0)}, {"kind": "transfer", "payload": BAD_AMOUNT}], "schema-violation"),
+        ([{"kind": "transfer", "payload": transfer(0)}, {"kind": "transfer"}], "bad-request"),
+        ([], "bad-request"),
+        ([{"kind": "transfer", "payload": transfer(i)} for i in range(513)], "bad-request"),
+    ],
+)  # fmt: skip
+async def test_bad_batches_are_refused_whole(
+    client: httpx.AsyncClient, transitions: Any, reason: str
+) -> None:
+    response = await submit(client, {"transitions": transitions})
+    assert_problem(response, 422 if reason == "schema-violation" else 400, reason)
+    assert_problem(await client.get(f"/v1/logs/{ORIGIN}/checkpoint"), 404, "not-found")  # nothing written
