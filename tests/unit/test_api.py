@@ -200,7 +200,8 @@ BAD_AMOUNT = {**transfer(1), "amount": "x"}
 @pytest.mark.parametrize(
     ("transitions", "reason"),
     [
-        ([{"kind": "transfer", "payload": transfer(0)}, {"kind": "transfer", "payload": BAD_AMOUNT}], "schema-violation"),
+        ([{"kind": "transfer", "payload": transfer(0)}, {"kind": "transfer", "payload": BAD_AMOUNT}],
+         "schema-violation"),
         ([{"kind": "transfer", "payload": transfer(0)}, {"kind": "transfer"}], "bad-request"),
         ([], "bad-request"),
         ([{"kind": "transfer", "payload": transfer(i)} for i in range(513)], "bad-request"),
