@@ -40,6 +40,7 @@ from starlette.routing import Route
 from protocol.checkpoints import parse_checkpoint
 from protocol.errors import LocalProtocolError, PeerProtocolError, SezError
 from protocol.jcs import loads_strict
+from protocol.receipts import KNOWN_KINDS
 from protocol.tlog_proof import TlogProof
 from store import LogStore, StoreError
 
@@ -118,6 +119,16 @@ def _guard(handler: Handler) -> Handler:
     return guarded
 
 
+API_KINDS: frozenset[str] = frozenset({"transfer", "attestation"})
+"""Kinds a client may submit. ``ack`` receipts are written only by the node's witness, after it has
+cosigned the counterparty's checkpoint: a client must not be able to make the log claim an ack."""
+
+
+def _check_api_kind(kind: object) -> None:
+    if isinstance(kind, str) and kind not in API_KINDS and kind in KNOWN_KINDS:
+        raise PeerProtocolError("kind-not-allowed", f"{kind!r} receipts are written by the node itself")
+
+
 def _int_param(request: Request, name: str, default: int | None = None) -> int | None:
     text = request.query_params.get(name)
     if text is None:
@@ -156,6 +167,7 @@ def build_app(ctx: ApiContext) -> Starlette:
         body = await _read_body(request)
         item = loads_strict(body, max_bytes=MAX_BODY_BYTES)
         if isinstance(item, dict) and set(item) == {"kind", "payload"}:
+            _check_api_kind(item["kind"])
             receipt = await writer.submit(item["kind"], item["payload"])
             return Response(receipt.raw, status_code=201, media_type="application/json")
         if isinstance(item, dict) and set(item) == {"transitions"} and isinstance(item["transitions"], list):
@@ -168,6 +180,7 @@ def build_app(ctx: ApiContext) -> Starlette:
                     raise PeerProtocolError(
                         "bad-request", f'transition {index} must be {{"kind": …, "payload": {{…}}}}'
                     )
+                _check_api_kind(entry["kind"])
                 pairs.append((entry["kind"], entry["payload"]))
             receipts = await writer.submit_many(pairs)
             payload = b'{"receipts":[' + b",".join(r.raw for r in receipts) + b"]}"

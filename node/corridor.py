@@ -46,6 +46,7 @@ import trio
 
 from protocol.checkpoints import (
     Checkpoint,
+    Cosignature,
     add_signatures,
     cosign,
     open_checkpoint,
@@ -111,6 +112,7 @@ class CorridorStatistics:
     sync_failures: int = 0
     cosigned: int = 0
     acks_written: int = 0
+    cosignatures_received: int = 0
     peer_faults: dict[str, int] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
 
@@ -169,6 +171,7 @@ class CorridorService:
         self._sync_kick = _Kick()
         self._cosign_kick = _Kick()
         self._last_cosign_time = 0.0
+        self._cosigned_ours: int | None = None
 
     # ------------------------------------------------------------------ running
 
@@ -328,12 +331,26 @@ class CorridorService:
         if not verify_cosignatures(note, cp, [self.counterparty_cosigner]):
             raise PeerProtocolError("bad-cosignature", "no valid counterparty cosignature on the note")
         await trio.to_thread.run_sync(self._merge_cosignature, cp, note)
+        self.stats.cosignatures_received += 1
 
     def _merge_cosignature(self, cp: Checkpoint, note: Any) -> None:
+        """Add the counterparty's verified cosignature line (one, the latest) to our stored note.
+
+        Only lines with the counterparty cosigner's name *and* key ID are taken, and
+        ``verify_cosignatures`` has checked every such line; anything else a peer put in
+        the note (lines of unknown keys, padding) is dropped, never stored.
+        """
+        key_id = self.counterparty_cosigner.key_id
+        lines = [
+            sig for sig in note.signatures if sig.name == self.counterparty_origin and sig.key_id == key_id
+        ]
+        if not lines:
+            return
+        latest = max(lines, key=lambda sig: Cosignature.from_note_signature(sig).timestamp)
         stored = parse_note(self.store.checkpoint(self.origin, cp.size))
-        ours = [sig for sig in note.signatures if sig.name == self.counterparty_origin]
-        merged = format_note(add_signatures(stored, ours))
+        merged = format_note(add_signatures(stored, [latest]))
         self.store.add_checkpoint(self.origin, merged)
+        self._cosigned_ours = max(self._cosigned_ours or 0, cp.size)
 
     # ------------------------------------------------------------------ publish
 
@@ -392,7 +409,10 @@ class CorridorService:
         if not peers:
             return 0
         self.stats.sync_rounds += 1
-        stream = await self.host.open_stream(peers[0], PROTOCOL_ID)
+        # Rotate through the connected peers round by round, so that one configured peer that does not
+        # serve sync (or serves it badly) cannot starve the replica.
+        peer = peers[self.stats.sync_rounds % len(peers)]
+        stream = await self.host.open_stream(peer, PROTOCOL_ID)
         added = 0
         async with stream:
             client = SyncClient()
@@ -508,17 +528,27 @@ class CorridorService:
 
     # ------------------------------------------------------------------- status
 
+    _STATUS_SCAN_LIMIT: Final = 4096
+    """Checkpoints scanned (newest first) once, at the first status request, for the counterparty's
+    latest cosignature; afterwards merges keep the figure current."""
+
+    def _find_cosigned_ours(self) -> int:
+        for count, size in enumerate(reversed(self.store.checkpoint_sizes(self.origin))):
+            if count >= self._STATUS_SCAN_LIMIT:
+                break
+            _, note = parse_checkpoint(self.store.checkpoint(self.origin, size))
+            if any(sig.name == self.counterparty_origin for sig in note.signatures):
+                return size
+        return 0
+
     def status(self) -> dict[str, Any]:
         """JSON-ready corridor status (API ``/v1/corridors/{id}/status``)."""
         head = self.store.head(self.origin)
         replica = self.replica.status()
         state = self.store.witness_state(self.counterparty_origin) or {}
-        cosigned_ours = 0
-        for size in reversed(self.store.checkpoint_sizes(self.origin)):
-            _, note = parse_checkpoint(self.store.checkpoint(self.origin, size))
-            if any(sig.name == self.counterparty_origin for sig in note.signatures):
-                cosigned_ours = size
-                break
+        if self._cosigned_ours is None:
+            self._cosigned_ours = self._find_cosigned_ours()
+        cosigned_ours = self._cosigned_ours
         return {
             "corridor": self.id,
             "log": {"origin": self.origin, "size": head.size, "root": head.root.hex()},
@@ -544,6 +574,7 @@ class CorridorService:
                 "sync_failures": self.stats.sync_failures,
                 "cosigned": self.stats.cosigned,
                 "acks_written": self.stats.acks_written,
+                "cosignatures_received": self.stats.cosignatures_received,
                 "peer_faults": dict(self.stats.peer_faults),
                 "rejected": dict(self.stats.rejected),
             },

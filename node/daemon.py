@@ -182,16 +182,21 @@ async def run_daemon(config: NodeConfig) -> int:
 
 
 def _user_errors(group: BaseExceptionGroup[Any]) -> list[BaseException] | None:
-    """The leaves of ``group`` if every one is an operator-facing error (SezError, OSError), else None."""
+    """The leaves of ``group`` if every one is an operator-facing error, else None (a bug: traceback)."""
     leaves: list[BaseException] = []
 
     def walk(exc: BaseException) -> bool:
         if isinstance(exc, BaseExceptionGroup):
             return all(walk(inner) for inner in exc.exceptions)
         leaves.append(exc)
-        return isinstance(exc, SezError | OSError)
+        return _operator_facing(exc)
 
     return leaves if walk(group) else None
+
+
+def _operator_facing(exc: BaseException) -> bool:
+    """Errors an operator can fix (bad store, config, keys, ports); a peer fault reaching the top is a bug."""
+    return isinstance(exc, LocalProtocolError | StoreError | OSError)
 
 
 def main_run(config: NodeConfig) -> int:
@@ -203,7 +208,7 @@ def main_run(config: NodeConfig) -> int:
     """
     try:
         return trio.run(run_daemon, config)
-    except (SezError, OSError) as exc:
+    except (LocalProtocolError, StoreError, OSError) as exc:
         errors: list[BaseException] = [exc]
     except BaseExceptionGroup as group:
         found = _user_errors(group)

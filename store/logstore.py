@@ -463,7 +463,9 @@ class LogStore:
         """
         with self._txn() as txn:
             info = self._require_origin(txn, origin)
-            raw = txn.get(_ID_U64.pack(info.id, sequence), db=self._receipts) if sequence >= 0 else None
+            raw = (
+                txn.get(_ID_U64.pack(info.id, sequence), db=self._receipts) if 0 <= sequence < 2**64 else None
+            )
             if raw is None:
                 size = self._head(txn, info).size
                 raise StoreError("bad-index", f"{origin!r} has no receipt {sequence} (size {size})")

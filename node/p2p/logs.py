@@ -106,9 +106,7 @@ def _one_line_exception(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message}{where}"
 
 
-def configure_libp2p_logging(
-    level: int = logging.WARNING, *, caps: Mapping[str, int] | None = None
-) -> None:
+def configure_libp2p_logging(level: int = logging.WARNING, *, caps: Mapping[str, int] | None = None) -> None:
     """Send the ``libp2p`` logger's records to our root handlers, one line each.
 
     Idempotent: calling it again replaces the previous configuration.

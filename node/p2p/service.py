@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -134,9 +135,11 @@ async def open_host(
         msg_id_constructor=content_message_id,
         max_inbound_rpc_size=max_gossip_rpc_bytes,
     )
-    p2p = P2PHost(
-        host, pubsub, router, allow, dial_timeout=dial_timeout, redial=redial or RedialPolicy()
-    )
+    # py-libp2p seeds the message sequence number with the current second, so a node restarted within
+    # as many seconds as it had published reuses numbers, and peers drop those messages as equivocation.
+    # Nanoseconds keep every run's numbers above the last one's.
+    pubsub.counter = time.time_ns()
+    p2p = P2PHost(host, pubsub, router, allow, dial_timeout=dial_timeout, redial=redial or RedialPolicy())
     network.register_notifee(_ConnectionNotifee(p2p))
     for addr in peers:
         p2p.keep_connected(addr)

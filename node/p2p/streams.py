@@ -211,16 +211,12 @@ def guard_stream_handler(
                 if faults:
                     fault = faults[0]
                     assert isinstance(fault, PeerProtocolError)
-                    logger.warning(
-                        "peer %s broke protocol %s: %s", stream.peer_id, protocol_id, fault.reason
-                    )
+                    logger.warning("peer %s broke protocol %s: %s", stream.peer_id, protocol_id, fault.reason)
                     if on_peer_fault is not None:
                         on_peer_fault(stream.peer_id, fault)
                     await stream.reset()
                 else:
-                    logger.info(
-                        "stream %s with peer %s ended: %s", protocol_id, stream.peer_id, _brief(exc)
-                    )
+                    logger.info("stream %s with peer %s ended: %s", protocol_id, stream.peer_id, _brief(exc))
         finally:
             await stream.aclose()
 
