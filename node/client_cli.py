@@ -46,7 +46,6 @@ from protocol.schemas import load_schema
 
 from .config import JURISDICTION_NAMES, ConfigError, NodeConfig, load_config, write_initial_config
 from .keyfile import load_signing_key
-from .p2p.identity import generate_identity, load_identity, parse_peer_id, peer_id_of, save_identity
 
 __all__ = ["add_client_commands"]
 
@@ -144,6 +143,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     config_path = write_initial_config(
         out, jurisdiction=jurisdiction, listen=listen, http=http, corridors=corridors
     )
+    from .p2p.identity import generate_identity, peer_id_of, save_identity  # noqa: PLC0415 - libp2p takes 2 s to import
+
     identity = generate_identity()
     save_identity(identity, out / "identity.key")
     peer_id = peer_id_of(identity)
@@ -180,6 +181,8 @@ def _check_peer(address: str, own_peer_id: str | None) -> str:
         )
     peer_id = address.rsplit("/p2p/", 1)[1]
     try:
+        from .p2p.identity import parse_peer_id  # noqa: PLC0415 - libp2p takes 2 s to import
+
         parse_peer_id(peer_id)
     except LocalProtocolError as exc:
         raise LocalProtocolError("bad-peer", f"--peer {address!r}: {exc.message}") from exc
@@ -249,6 +252,8 @@ def cmd_peer_add(args: argparse.Namespace) -> int:
     own_peer_id: str | None = None
     identity_file = path.parent / str(document.get("node", {}).get("identity_key", "identity.key"))
     if identity_file.exists():
+        from .p2p.identity import load_identity, peer_id_of  # noqa: PLC0415 - libp2p takes 2 s to import
+
         own_peer_id = peer_id_of(load_identity(identity_file))
     peers = list(entry.get("peers", []))
     for address in args.peer:

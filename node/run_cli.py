@@ -6,7 +6,6 @@ import argparse
 from typing import Any
 
 from .config import load_config
-from .daemon import main_run
 from .logs import configure_logging
 
 __all__ = ["add_run_command"]
@@ -14,6 +13,8 @@ __all__ = ["add_run_command"]
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the daemon in the foreground until SIGINT or SIGTERM."""
+    from .daemon import main_run  # noqa: PLC0415 - libp2p takes 2 s to import: only for this command
+
     config = load_config(args.config)
     configure_logging(args.log_level or config.log_level)
     return main_run(config)
