@@ -33,7 +33,8 @@ have raised it in order.
 
 :meth:`Ingestor.ingest_many` pipelines a stream of batches (a follower
 syncing a log): while batch ``k`` is appended and committed, the workers
-already check batch ``k + 1``. Each batch is still its own atomic, durable
+already check batches ``k + 1`` and ``k + 2`` (a commit at 1M receipts waits
+tens of milliseconds for the disk). Each batch is still its own atomic, durable
 transaction; the stream stops at the first failing batch.
 
 Batches smaller than ``inline_below`` (gossip of single receipts) are checked
@@ -57,6 +58,7 @@ import multiprocessing
 import os
 import signal
 import threading
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -151,31 +153,35 @@ def _error(failure: _Failure) -> SezError:
     return PeerProtocolError(reason, message, **details)
 
 
-class _Pending:
-    """One batch on its way through the checks: the workers' chunk futures, or nothing (checked inline)."""
+_Chunk = tuple[list[bytes], "Future[_Failure | None]"]
+"""The bytes of a chunk, exactly as handed to a worker, and the worker's answer."""
 
-    __slots__ = ("_chunks", "_key", "_raws")
+
+class _Pending:
+    """One batch on its way through the checks: its chunks with the workers' answers, or (checked inline,
+    as it is consumed) the batch itself."""
+
+    __slots__ = ("_chunks", "_inline", "_key")
 
     def __init__(
-        self, raws: Sequence[bytes], key: VerifierKey, chunks: list[tuple[int, int, Future[_Failure | None]]]
+        self, key: VerifierKey, *, inline: Sequence[bytes] = (), chunks: Sequence[_Chunk] = ()
     ) -> None:
-        self._raws = raws
         self._key = key
+        self._inline = inline
         self._chunks = chunks
 
     def receipts(self) -> Iterator[VerifiedReceipt]:
         """The batch's verified receipts in order; raises the first refused receipt's error at its place."""
-        raws, key = self._raws, self._key
+        key = self._key
         try:
-            if not self._chunks:
-                for raw in raws:
-                    yield verify_receipt(Receipt.from_bytes(raw), key)
-                return
-            for start, end, future in self._chunks:
+            for raw in self._inline:
+                yield verify_receipt(Receipt.from_bytes(raw), key)
+            for raws, future in self._chunks:
                 failure = future.result()
-                stop = end if failure is None else start + failure[0]
-                for index in range(start, stop):
-                    yield _accepted_receipt(raws[index], key)
+                # Rebuilt from the very bytes objects the worker was sent (immutable), never re-read from
+                # the caller's sequence, which may have changed since.
+                for raw in raws if failure is None else raws[: failure[0]]:
+                    yield _accepted_receipt(raw, key)
                 if failure is not None:
                     raise _error(failure)
         finally:
@@ -183,7 +189,7 @@ class _Pending:
 
     def cancel(self) -> None:
         """Drop the chunks not started yet (a running chunk finishes; its answer is ignored)."""
-        for _, _, future in self._chunks:
+        for _, future in self._chunks:
             future.cancel()
 
 
@@ -270,22 +276,22 @@ class Ingestor:
             raise RuntimeError("Ingestor is closed")
         count = len(raws)
         if self.workers == 0 or count < self._inline_below:
-            return _Pending(raws, key, [])
+            return _Pending(key, inline=raws)
         pool = self._get_pool()
         size = -(-count // (self.workers * _CHUNKS_PER_WORKER))
         size = max(_MIN_CHUNK, min(_MAX_CHUNK, size))
-        chunks: list[tuple[int, int, Future[_Failure | None]]] = []
+        chunks: list[_Chunk] = []
         try:
             for start in range(0, count, size):
-                end = min(start + size, count)
-                future = pool.submit(_check_chunk, raws[start:end], key.name, key.public, key.alg)
-                chunks.append((start, end, future))
+                # bytes() keeps bytes objects as they are and freezes anything mutable.
+                chunk = [bytes(raw) for raw in raws[start : start + size]]
+                chunks.append((chunk, pool.submit(_check_chunk, chunk, key.name, key.public, key.alg)))
         except BrokenProcessPool:
             self._discard_pool(pool)
-            for _, _, future in chunks:
+            for _, future in chunks:
                 future.cancel()
             raise
-        return _Pending(raws, key, chunks)
+        return _Pending(key, chunks=chunks)
 
     def _append(self, origin: str, pending: _Pending, checkpoint: bytes | None = None) -> AppendResult:
         try:
@@ -324,26 +330,29 @@ class Ingestor:
         key = self.store.origin(origin).key
         return self._append(origin, self._submit(raws, key), checkpoint)
 
-    def ingest_many(self, origin: str, batches: Iterable[Sequence[bytes]]) -> Iterator[AppendResult]:
-        """Ingest a stream of batches in order, checking batch ``k + 1`` while batch ``k`` is appended.
+    def ingest_many(
+        self, origin: str, batches: Iterable[Sequence[bytes]], *, ahead: int = 2
+    ) -> Iterator[AppendResult]:
+        """Ingest a stream of batches in order, checking up to ``ahead`` later batches while one is appended.
 
         Yields each batch's :class:`AppendResult` once it is durable. Each batch is atomic, as with
         :meth:`ingest`; on the first failing batch the error is raised and no later batch is appended.
+        Looking two batches ahead keeps the workers busy while a commit waits for the disk.
 
         Raises:
             as :meth:`ingest`.
         """
+        if ahead < 1:
+            raise ValueError(f"ahead must be >= 1, got {ahead}")
         key = self.store.origin(origin).key
-        ahead: _Pending | None = None
+        pending: deque[_Pending] = deque()
         try:
             for raws in batches:
-                following = self._submit(raws, key)
-                current, ahead = ahead, following
-                if current is not None:
-                    yield self._append(origin, current)
-            current, ahead = ahead, None
-            if current is not None:
-                yield self._append(origin, current)
+                pending.append(self._submit(raws, key))
+                if len(pending) > ahead:
+                    yield self._append(origin, pending.popleft())
+            while pending:
+                yield self._append(origin, pending.popleft())
         finally:
-            if ahead is not None:
-                ahead.cancel()
+            for batch in pending:
+                batch.cancel()

@@ -62,7 +62,7 @@ class Replica:
         store: the open store.
         corridor_id: the corridor.
         key: the counterparty log's key (name = its origin).
-        ingestor: parses and verifies receipts (shared worker threads).
+        ingestor: parses and verifies receipts (shared worker processes for large batches).
     """
 
     def __init__(self, store: LogStore, corridor_id: str, key: VerifierKey, ingestor: Ingestor) -> None:
