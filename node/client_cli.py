@@ -46,6 +46,7 @@ from protocol.schemas import load_schema
 
 from .config import JURISDICTION_NAMES, ConfigError, NodeConfig, load_config, write_initial_config
 from .keyfile import load_signing_key
+from .log_cli import non_negative as _non_negative
 
 __all__ = ["add_client_commands"]
 
@@ -490,16 +491,6 @@ def _write_new(path: Path, data: bytes) -> None:
 
 
 # --- the parser ----------------------------------------------------------------------------------
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative")
-    return value
 
 
 _INIT_EPILOG = """\

@@ -23,7 +23,7 @@ from store.fsck import fsck
 
 from .keyfile import load_signing_key, write_secret_file
 
-__all__ = ["add_log_commands"]
+__all__ = ["add_log_commands", "non_negative"]
 
 MAX_LINE_BYTES = 64 * 1024
 """One transition line; receipts are capped at 64 KiB too."""
@@ -211,7 +211,8 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def _non_negative(text: str) -> int:
+def non_negative(text: str) -> int:
+    """argparse type: a non-negative integer (sizes, indices)."""
     try:
         value = int(text)
     except ValueError:
@@ -244,24 +245,24 @@ def add_log_commands(sub: Any) -> None:
 
     p = logsub.add_parser("checkpoint", help="print a signed checkpoint")
     common(p)
-    p.add_argument("--size", type=_non_negative, help="the checkpoint signed at this size (default: latest)")
+    p.add_argument("--size", type=non_negative, help="the checkpoint signed at this size (default: latest)")
     p.set_defaults(func=cmd_log_checkpoint)
 
     p = logsub.add_parser("proof", help="print a c2sp.org/tlog-proof@v1 bundle for one receipt")
     common(p)
-    p.add_argument("--index", type=_non_negative, required=True)
-    p.add_argument("--size", type=_non_negative, help="checkpoint size to prove against (default: latest)")
+    p.add_argument("--index", type=non_negative, required=True)
+    p.add_argument("--size", type=non_negative, help="checkpoint size to prove against (default: latest)")
     p.set_defaults(func=cmd_log_proof)
 
     p = logsub.add_parser("receipt", help="print one receipt as canonical JSON")
     common(p)
-    p.add_argument("--index", type=_non_negative, required=True)
+    p.add_argument("--index", type=non_negative, required=True)
     p.set_defaults(func=cmd_log_receipt)
 
     p = logsub.add_parser("consistency", help="print an RFC 6962 consistency proof")
     common(p)
-    p.add_argument("--old", type=_non_negative, required=True)
-    p.add_argument("--new", type=_non_negative, required=True)
+    p.add_argument("--old", type=non_negative, required=True)
+    p.add_argument("--new", type=non_negative, required=True)
     p.set_defaults(func=cmd_log_consistency)
 
     p = sub.add_parser("fsck", help="verify every log in a data directory")

@@ -61,6 +61,7 @@ __all__ = [
     "cosignature_message",
     "open_checkpoint",
     "parse_checkpoint",
+    "require_origin",
     "sign_checkpoint",
     "verify_cosignatures",
     "verify_log_signature",
@@ -225,6 +226,21 @@ def parse_checkpoint(data: bytes) -> tuple[Checkpoint, SignedNote]:
     return Checkpoint.from_body(note.text), note
 
 
+def require_origin(cp: Checkpoint, log_key: VerifierKey) -> None:
+    """The checkpoint's origin line must be the log key's name (a log signs with key name = origin).
+
+    Raises:
+        PeerProtocolError(wrong-origin): with both names (the origin cut to 200 characters).
+    """
+    if cp.origin != log_key.name:
+        raise PeerProtocolError(
+            "wrong-origin",
+            f"checkpoint origin {cp.origin!r} is not the log key's name {log_key.name!r}",
+            origin=cp.origin[:200],
+            expected=log_key.name,
+        )
+
+
 def verify_log_signature(note: SignedNote, cp: Checkpoint, log_key: VerifierKey) -> None:
     """Require that ``note`` (whose body is ``cp``) carries the log's valid signature.
 
@@ -246,13 +262,7 @@ def verify_log_signature(note: SignedNote, cp: Checkpoint, log_key: VerifierKey)
         )
     if cp.body() != note.text:
         raise LocalProtocolError("checkpoint-mismatch", "checkpoint is not the body of the note")
-    if cp.origin != log_key.name:
-        raise PeerProtocolError(
-            "wrong-origin",
-            f"checkpoint origin {cp.origin!r} is not the log key's name {log_key.name!r}",
-            origin=cp.origin[:200],
-            expected=log_key.name,
-        )
+    require_origin(cp, log_key)
     try:
         signed_by = verify_note(note, [log_key])
     except PeerProtocolError as exc:

@@ -40,6 +40,7 @@ from .checkpoints import (
     MAX_TREE_SIZE,
     Checkpoint,
     parse_checkpoint,
+    require_origin,
     verify_cosignatures,
     verify_log_signature,
 )
@@ -262,13 +263,7 @@ def verify_tlog_proof(
     if not isinstance(leaf_hash, bytes) or len(leaf_hash) != HASH_SIZE:
         raise LocalProtocolError("bad-leaf-hash", "leaf hash must be 32 bytes")
     cp, note = parse_checkpoint(bundle.checkpoint)
-    if cp.origin != log_key.name:
-        raise PeerProtocolError(
-            "wrong-origin",
-            f"checkpoint origin {cp.origin!r} is not the log key's name {log_key.name!r}",
-            origin=cp.origin[:200],
-            expected=log_key.name,
-        )
+    require_origin(cp, log_key)
     verify_inclusion(bundle.index, cp.size, leaf_hash, list(bundle.proof), cp.root)
     verify_log_signature(note, cp, log_key)
     verify_cosignatures(note, cp, cosigners)
