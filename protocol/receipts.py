@@ -23,7 +23,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -36,6 +36,7 @@ from . import schemas
 from .errors import LocalProtocolError, PeerProtocolError
 from .jcs import MAX_SAFE_INTEGER, canonical, canonical_parsed_ascii, parse_canonical
 from .keys import SigningKey, VerifierKey
+from .stake import check_watcher_payload
 
 __all__ = [
     "DIGEST_ALGORITHM",
@@ -67,6 +68,13 @@ KNOWN_KINDS: frozenset[str] = frozenset(
     name.removeprefix("payload.") for name in schemas.schema_names() if name.startswith("payload.")
 )
 """Transition kinds with a payload schema in ``schemas/payload.<kind>.json``."""
+
+
+_PAYLOAD_RULES: dict[str, Callable[[str, Mapping[str, Any]], object]] = {
+    "watcher.bond": check_watcher_payload,
+    "watcher.unbond": check_watcher_payload,
+}
+"""Rules beyond the payload schema, by kind: a watcher request must carry the watcher's own signature."""
 
 
 def _sha256(data: bytes) -> bytes:
@@ -280,6 +288,8 @@ class Receipt:
         if kind not in KNOWN_KINDS:
             raise PeerProtocolError("unknown-kind", f"transition kind {kind!r} is not known", kind=kind)
         schemas.validate(f"payload.{kind}", transition["payload"])
+        if kind in _PAYLOAD_RULES:
+            _PAYLOAD_RULES[kind](kind, transition["payload"])
         _check_timestamp(body["timestamp"])
         for name in ("lawpack_digest_set", "ruleset_digest_set"):
             digests = body[name]
