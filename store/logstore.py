@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import struct
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -444,6 +444,12 @@ class LogStore:
             return None
         record: dict[str, Any] = msgpack.unpackb(value)
         return record
+
+    def set_witness_states(self, records: Mapping[str, dict[str, Any]]) -> None:
+        """Durably replace several origins' witness records in one write transaction (all or none)."""
+        with self._txn(write=True) as txn:
+            for origin, record in records.items():
+                txn.put(origin.encode(), msgpack.packb(record, use_bin_type=True), db=self._witness)
 
     def set_witness_state(self, origin: str, record: dict[str, Any]) -> None:
         """Durably replace the witness record of ``origin`` (one committed write transaction).

@@ -644,10 +644,12 @@ def test_fsck_empty_data_dir(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- sez-watcher
 
 
-def test_watcher_is_not_implemented() -> None:
+def test_watcher_usage_and_bad_config_are_one_line_errors(tmp_path: Path) -> None:
     proc = run(SEZ_WATCHER)
-    assert proc.returncode not in (0, None)
+    assert proc.returncode == 2
+    assert b"usage" in proc.stderr
+    proc = run(SEZ_WATCHER, "run", "--config", tmp_path / "missing.toml")
+    assert proc.returncode == 1
     err = proc.stderr.decode()
-    assert "not-implemented" in err
-    assert "Traceback" not in err
-    assert proc.stdout == b""
+    assert err.startswith("sez-watcher: bad-config:"), err
+    assert err.count("\n") == 1 and "Traceback" not in err
