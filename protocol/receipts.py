@@ -36,6 +36,7 @@ from . import schemas
 from .errors import LocalProtocolError, PeerProtocolError
 from .jcs import MAX_SAFE_INTEGER, canonical, canonical_parsed_ascii, parse_canonical
 from .keys import SigningKey, VerifierKey
+from .lifecycle import check_payload as check_lifecycle_payload
 from .stake import check_watcher_payload
 
 __all__ = [
@@ -73,8 +74,11 @@ KNOWN_KINDS: frozenset[str] = frozenset(
 _PAYLOAD_RULES: dict[str, Callable[[str, Mapping[str, Any]], object]] = {
     "watcher.bond": check_watcher_payload,
     "watcher.unbond": check_watcher_payload,
+    "lifecycle": check_lifecycle_payload,
 }
-"""Rules beyond the payload schema, by kind: a watcher request must carry the watcher's own signature."""
+"""Rules beyond the payload schema, by kind: a watcher request must carry the watcher's own signature; a
+lifecycle transition must be in the table with its fields and its required signers (their signatures
+need the corridor's registered keys and are checked by ``lifecycle.apply``)."""
 
 
 def _sha256(data: bytes) -> bytes:
