@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import sys
 from typing import Any
 
 import trio
@@ -42,6 +41,7 @@ from .corridor import CorridorService, serve_sync_frames
 from .ingest import Ingestor
 from .metrics import NodeCollector, build_registry
 from .p2p import P2PHost, configure_libp2p_logging, load_or_create_identity, open_host
+from .runtime import run_foreground
 
 __all__ = ["Daemon", "check_own_logs", "run_daemon"]
 
@@ -101,12 +101,26 @@ class Daemon:
 
     def corridor_status(self, corridor_id: str) -> dict[str, Any]:
         """Status of one corridor (API)."""
+        return self._service(corridor_id).status()
+
+    def _service(self, corridor_id: str) -> CorridorService:
         service = self.services.get(corridor_id)
         if service is None:
             raise LocalProtocolError(
                 "unknown-corridor", f"this node is not a party to corridor {corridor_id!r}"
             )
-        return service.status()
+        return service
+
+    def receipt_finality(self, origin: str, sequence: int) -> dict[str, Any]:
+        """Finality of one receipt of either log of one of our corridors (API)."""
+        for service in self.services.values():
+            if origin in (service.origin, service.counterparty_origin):
+                return service.quorum.finality(origin, sequence)
+        raise LocalProtocolError("unknown-origin", f"no corridor of this node has the log {origin!r}")
+
+    def corridor_watchers(self, corridor_id: str) -> dict[str, Any]:
+        """The stake ledger of one corridor (API)."""
+        return self._service(corridor_id).quorum.watchers()
 
     def allowed_origins(self, peer_id: str) -> frozenset[str]:
         """The logs a peer may read over sync: those of the corridors it is configured for."""
@@ -141,6 +155,7 @@ class Daemon:
                         writers={cid: svc.writer for cid, svc in self.services.items()},
                         token=token,
                         status=self,
+                        finality=self,
                         registry=registry,
                     )
                 )
@@ -181,24 +196,6 @@ async def run_daemon(config: NodeConfig) -> int:
     return 0
 
 
-def _user_errors(group: BaseExceptionGroup[Any]) -> list[BaseException] | None:
-    """The leaves of ``group`` if every one is an operator-facing error, else None (a bug: traceback)."""
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> bool:
-        if isinstance(exc, BaseExceptionGroup):
-            return all(walk(inner) for inner in exc.exceptions)
-        leaves.append(exc)
-        return _operator_facing(exc)
-
-    return leaves if walk(group) else None
-
-
-def _operator_facing(exc: BaseException) -> bool:
-    """Errors an operator can fix (bad store, config, keys, ports); a peer fault reaching the top is a bug."""
-    return isinstance(exc, LocalProtocolError | StoreError | OSError)
-
-
 def main_run(config: NodeConfig) -> int:
     """Entry point of ``sez-node run`` after the configuration loaded.
 
@@ -206,18 +203,4 @@ def main_run(config: NodeConfig) -> int:
     use, an unreadable key) end in one line on stderr and exit status 1; anything
     else is a bug and propagates with its traceback.
     """
-    try:
-        return trio.run(run_daemon, config)
-    except (LocalProtocolError, StoreError, OSError) as exc:
-        errors: list[BaseException] = [exc]
-    except BaseExceptionGroup as group:
-        found = _user_errors(group)
-        if found is None:
-            raise
-        errors = found
-    for error in errors:
-        if isinstance(error, SezError):
-            print(f"sez-node: {error.reason}: {error.message}", file=sys.stderr)
-        else:
-            print(f"sez-node: io: {error}", file=sys.stderr)
-    return 1
+    return run_foreground("sez-node", run_daemon, config)

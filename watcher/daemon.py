@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,8 +43,9 @@ from node.api import problem
 from node.corridor import topic
 from node.p2p import GossipMessage, P2PHost, Verdict, configure_libp2p_logging, load_or_create_identity
 from node.p2p import open_host as open_p2p_host
+from node.runtime import Kick, run_foreground
 from protocol.checkpoints import Checkpoint, add_signatures, cosign, open_checkpoint, parse_checkpoint
-from protocol.errors import LocalProtocolError, PeerProtocolError, SezError
+from protocol.errors import PeerProtocolError
 from protocol.notes import format_note, parse_note
 from protocol.sync import NEED_DATA, PROTOCOL_ID, SyncClient
 from protocol.tlog_witness import (
@@ -67,7 +67,7 @@ from protocol.wire import (
     encode,
 )
 from protocol.witness import check_witness_rule
-from store import LogStore, StoreError
+from store import LogStore
 
 from .config import FollowedLog, WatcherConfig
 from .protection import Protection
@@ -203,21 +203,6 @@ def build_app(watcher: Watcher) -> Starlette:
     )
 
 
-class _Kick:
-    """A level-triggered wake-up: ``kick()`` any number of times; ``wait(timeout)`` consumes them."""
-
-    def __init__(self) -> None:
-        self._event = trio.Event()
-
-    def kick(self) -> None:
-        self._event.set()
-
-    async def wait(self, timeout: float) -> None:
-        with trio.move_on_after(timeout):
-            await self._event.wait()
-        self._event = trio.Event()
-
-
 class LogFollower:
     """Follows one log: validates its checkpoint gossip, and cosigns newer checkpoints."""
 
@@ -227,7 +212,7 @@ class LogFollower:
         self.host = host
         self.origin = entry.origin
         self._pending: tuple[Checkpoint, bytes] | None = None
-        self._kick = _Kick()
+        self._kick = Kick()
         self._rounds = 0
 
     # --------------------------------------------------------------- gossip
@@ -451,36 +436,6 @@ async def run_daemon(config: WatcherConfig) -> int:
     return 0
 
 
-def _operator_facing(exc: BaseException) -> bool:
-    return isinstance(exc, LocalProtocolError | StoreError | OSError)
-
-
-def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException] | None:
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> bool:
-        if isinstance(exc, BaseExceptionGroup):
-            return all(walk(inner) for inner in exc.exceptions)
-        leaves.append(exc)
-        return _operator_facing(exc)
-
-    return leaves if walk(group) else None
-
-
 def main_run(config: WatcherConfig) -> int:
     """Entry point of ``sez-watcher run``: operator errors end in one line and exit 1; bugs propagate."""
-    try:
-        return trio.run(run_daemon, config)
-    except (LocalProtocolError, StoreError, OSError) as exc:
-        errors: list[BaseException] = [exc]
-    except BaseExceptionGroup as group:
-        found = _leaves(group)
-        if found is None:
-            raise
-        errors = found
-    for error in errors:
-        if isinstance(error, SezError):
-            print(f"sez-watcher: {error.reason}: {error.message}", file=sys.stderr)
-        else:
-            print(f"sez-watcher: io: {error}", file=sys.stderr)
-    return 1
+    return run_foreground("sez-watcher", run_daemon, config)
