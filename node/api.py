@@ -7,8 +7,11 @@ method   path                                            answer
 =======  ==============================================  ===============================================
 POST     /v1/corridors/{corridor}/transitions            201 + receipt (or {"receipts": [...]} for a
                                                          {"transitions": [...]} batch) once durable
-GET      /v1/corridors/{corridor}/status                 both logs' heads, replica lag, peers
+GET      /v1/corridors/{corridor}/status                 both logs' heads, replica lag, peers, finality
+GET      /v1/corridors/{corridor}/watchers               the stake ledger: watchers, bonded, active
 GET      /v1/logs/{origin}/receipts/{sequence}           the receipt (canonical JSON)
+GET      /v1/logs/{origin}/receipts/{sequence}/finality  {"receipt_signed", "counterparty_cosigned",
+                                                         "quorum_final", "quorum_final_size"}
 GET      /v1/logs/{origin}/checkpoint[?size=N]           the signed (cosigned) checkpoint note
 GET      /v1/logs/{origin}/proof/{sequence}[?size=N]     c2sp.org/tlog-proof@v1 bundle with the receipt
 GET      /v1/logs/{origin}/consistency?old=M[&new=N]     {"old", "new", "hashes": [base64…]}
@@ -87,6 +90,16 @@ class StatusSource(Protocol):
         """JSON-ready status of one corridor."""
 
 
+class FinalitySource(Protocol):
+    """What the API asks the daemon about quorum finality and stake (design §7)."""
+
+    def receipt_finality(self, origin: str, sequence: int) -> dict[str, Any]:
+        """``{"receipt_signed", "counterparty_cosigned", "quorum_final", "quorum_final_size"}``."""
+
+    def corridor_watchers(self, corridor_id: str) -> dict[str, Any]:
+        """The corridor's stake ledger, JSON-ready."""
+
+
 @dataclass
 class ApiContext:
     """Everything the API reads or writes."""
@@ -96,6 +109,8 @@ class ApiContext:
     """Our log writer per corridor id."""
     token: str
     status: StatusSource
+    finality: FinalitySource | None = None
+    """Quorum finality and stake (the daemon); without it those routes answer 404."""
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     on_request: Callable[[str, int], None] | None = None
 
@@ -119,9 +134,10 @@ def _guard(handler: Handler) -> Handler:
     return guarded
 
 
-API_KINDS: frozenset[str] = frozenset({"transfer", "attestation"})
+API_KINDS: frozenset[str] = frozenset({"transfer", "attestation", "watcher.bond", "watcher.unbond"})
 """Kinds a client may submit. ``ack`` receipts are written only by the node's witness, after it has
-cosigned the counterparty's checkpoint: a client must not be able to make the log claim an ack."""
+cosigned the counterparty's checkpoint: a client must not be able to make the log claim an ack.
+``watcher.*`` requests carry the watcher's own signature, which the receipt rules verify."""
 
 
 def _check_api_kind(kind: object) -> None:
@@ -194,6 +210,19 @@ def build_app(ctx: ApiContext) -> Starlette:
         raw = ctx.store.receipt(request.path_params["origin"], int(request.path_params["sequence"]))
         return Response(raw, media_type="application/json")
 
+    def finality_source() -> FinalitySource:
+        if ctx.finality is None:
+            raise StoreError("not-found", "this node does not serve quorum finality")
+        return ctx.finality
+
+    async def finality(request: Request) -> Response:
+        origin = request.path_params["origin"]
+        sequence = int(request.path_params["sequence"])
+        return JSONResponse(finality_source().receipt_finality(origin, sequence))
+
+    async def watchers(request: Request) -> Response:
+        return JSONResponse(finality_source().corridor_watchers(request.path_params["corridor"]))
+
     async def checkpoint(request: Request) -> Response:
         note = ctx.store.checkpoint(request.path_params["origin"], _int_param(request, "size"))
         return Response(note, media_type="text/plain; charset=utf-8")
@@ -245,6 +274,8 @@ def build_app(ctx: ApiContext) -> Starlette:
     routes = [
         Route("/v1/corridors/{corridor}/transitions", _guard(submit), methods=["POST"]),
         Route("/v1/corridors/{corridor}/status", _guard(status), methods=["GET"]),
+        Route("/v1/corridors/{corridor}/watchers", _guard(watchers), methods=["GET"]),
+        Route("/v1/logs/{origin:path}/receipts/{sequence:int}/finality", _guard(finality), methods=["GET"]),
         Route("/v1/logs/{origin:path}/receipts/{sequence:int}", _guard(receipt), methods=["GET"]),
         Route("/v1/logs/{origin:path}/checkpoint", _guard(checkpoint), methods=["GET"]),
         Route("/v1/logs/{origin:path}/proof/{sequence:int}", _guard(proof), methods=["GET"]),

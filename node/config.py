@@ -55,6 +55,8 @@ class CorridorConfig:
     peers: tuple[str, ...]
     checkpoint_every: int = 100
     checkpoint_interval: int = 2
+    min_watchers: int = 3
+    """Quorum policy: distinct active watchers a checkpoint needs to be final (design §7)."""
 
     @property
     def peer_ids(self) -> tuple[str, ...]:
@@ -179,6 +181,7 @@ def load_config(path: str | Path) -> NodeConfig:
                 peers=tuple(entry["peers"]),
                 checkpoint_every=entry.get("checkpoint_every", 100),
                 checkpoint_interval=entry.get("checkpoint_interval", 2),
+                min_watchers=entry.get("min_watchers", 3),
             )
         )
     config = NodeConfig(

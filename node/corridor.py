@@ -25,7 +25,11 @@ For a corridor such as PAK-KSA, the PAK node runs one :class:`CorridorService`:
   but only when the counterparty's log grew by receipts other than acks since the
   last ack (otherwise two idle nodes would ack each other's acks forever).
 * **Cosignatures of our checkpoints** arriving from the counterparty are verified
-  and merged into the stored checkpoint note.
+  and merged into the stored checkpoint note; our own cosignature of the counterparty's
+  checkpoint is merged into the replica's stored note.
+* **Quorum finality** (:mod:`node.quorum`): watchers' cosignatures of either log are
+  verified against the active watchers' keys, merged, and decide when a checkpoint is
+  quorum-final (with the bootstrap rule: bilateral finality while no stake is active).
 
 Every consumer catches only peer faults (logged, counted per peer) and keeps
 going; anything else is a bug and brings the daemon down (style rule 14).
@@ -56,6 +60,7 @@ from protocol.checkpoints import (
 from protocol.errors import PeerProtocolError, SezError
 from protocol.keys import ALG_COSIGNATURE_V1, SigningKey
 from protocol.notes import format_note, parse_note
+from protocol.quorum import QuorumPolicy
 from protocol.receipts import Receipt, verify_receipt
 from protocol.sync import NEED_DATA, PROTOCOL_ID, FrameDecoder, SyncClient, frame
 from protocol.wire import (
@@ -80,6 +85,7 @@ from store import LogStore, StoreError
 from .config import CorridorConfig
 from .ingest import Ingestor
 from .p2p import GossipMessage, P2PHost, Verdict
+from .quorum import QuorumCollector
 from .replica import Outcome, Replica
 from .sync_server import answer
 from .writer import CommittedBatch, LogWriter
@@ -113,6 +119,8 @@ class CorridorStatistics:
     cosigned: int = 0
     acks_written: int = 0
     cosignatures_received: int = 0
+    watcher_cosignatures_received: int = 0
+    quorum_final: int = 0
     peer_faults: dict[str, int] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
 
@@ -172,6 +180,13 @@ class CorridorService:
         self._cosign_kick = _Kick()
         self._last_cosign_time = 0.0
         self._cosigned_ours: int | None = None
+        cosigners = {
+            self.origin: self.counterparty_cosigner,
+            self.counterparty_origin: self.key.verifier(ALG_COSIGNATURE_V1),
+        }
+        self.quorum = QuorumCollector(
+            store, config.id, cosigners, policy=QuorumPolicy(min_watchers=config.min_watchers), now=now
+        )
 
     # ------------------------------------------------------------------ running
 
@@ -286,10 +301,17 @@ class CorridorService:
             if not isinstance(message, CosignatureAnnouncement):
                 raise PeerProtocolError("wrong-topic", f"{message.KIND} message on the cosignatures topic")
             self._check_corridor_origin(message.corridor, message.origin)
-            if message.origin == self.origin and message.cosigner == self.counterparty_origin:
-                cp, note = parse_checkpoint(message.note)
-                if not verify_cosignatures(note, cp, [self.counterparty_cosigner]):
-                    raise PeerProtocolError("bad-cosignature", "no counterparty cosignature on the note")
+            cp, note = parse_checkpoint(message.note)
+            if cp.origin != message.origin:
+                raise PeerProtocolError("wrong-origin", f"checkpoint of {cp.origin!r} for {message.origin!r}")
+            if (
+                message.origin == self.origin
+                and message.cosigner == self.counterparty_origin
+                and not verify_cosignatures(note, cp, [self.counterparty_cosigner])
+            ):
+                raise PeerProtocolError("bad-cosignature", "no counterparty cosignature on the note")
+            # A watcher's announcement is accepted here (and relayed): whether its lines count depends on
+            # the stake ledger, which the consumer checks (QuorumCollector.on_watcher_note).
         except PeerProtocolError as exc:
             self._count_rejection(peer_id, exc)
             return Verdict.REJECT
@@ -325,13 +347,28 @@ class CorridorService:
     async def _on_cosignature(self, message: GossipMessage) -> None:
         announcement = decode(message.data, max_bytes=MAX_GOSSIP_BYTES)
         assert isinstance(announcement, CosignatureAnnouncement)
-        if announcement.origin != self.origin or announcement.cosigner != self.counterparty_origin:
-            return  # watchers' cosignatures are collected with quorum finality
-        cp, note = parse_checkpoint(announcement.note)
-        if not verify_cosignatures(note, cp, [self.counterparty_cosigner]):
-            raise PeerProtocolError("bad-cosignature", "no valid counterparty cosignature on the note")
-        await trio.to_thread.run_sync(self._merge_cosignature, cp, note)
-        self.stats.cosignatures_received += 1
+        if announcement.cosigner in (self.origin, self.counterparty_origin):
+            if announcement.origin != self.origin or announcement.cosigner != self.counterparty_origin:
+                return  # our own cosignature coming back, or a party cosigning its own log
+            cp, note = parse_checkpoint(announcement.note)
+            if not verify_cosignatures(note, cp, [self.counterparty_cosigner]):
+                raise PeerProtocolError("bad-cosignature", "no valid counterparty cosignature on the note")
+            await trio.to_thread.run_sync(self._merge_cosignature, cp, note)
+            self.stats.cosignatures_received += 1
+            await self._evaluate(self.origin, cp.size)
+            return
+        # A watcher's cosignature: counted (and stored) only for active watchers' verified lines.
+        decision = await trio.to_thread.run_sync(
+            self.quorum.on_watcher_note, announcement.origin, announcement.note
+        )
+        self.stats.watcher_cosignatures_received += 1
+        if decision is not None and decision.final:
+            self.stats.quorum_final += 1
+
+    async def _evaluate(self, origin: str, size: int) -> None:
+        decision = await trio.to_thread.run_sync(self.quorum.on_party_cosigned, origin, size)
+        if decision is not None and decision.final:
+            self.stats.quorum_final += 1
 
     def _merge_cosignature(self, cp: Checkpoint, note: Any) -> None:
         """Add the counterparty's verified cosignature line (one, the latest) to our stored note.
@@ -347,9 +384,7 @@ class CorridorService:
         if not lines:
             return
         latest = max(lines, key=lambda sig: Cosignature.from_note_signature(sig).timestamp)
-        stored = parse_note(self.store.checkpoint(self.origin, cp.size))
-        merged = format_note(add_signatures(stored, [latest]))
-        self.store.add_checkpoint(self.origin, merged)
+        self.quorum.merge(self.origin, cp, note, [latest])
         self._cosigned_ours = max(self._cosigned_ours or 0, cp.size)
 
     # ------------------------------------------------------------------ publish
@@ -509,6 +544,10 @@ class CorridorService:
             corridor=self.id, origin=self.counterparty_origin, cosigner=self.origin, note=cosigned
         )
         await self.host.publish(topic(self.id, "cosignatures"), encode(message))
+        # Our cosignature on the replica's stored note: it is the "counterparty" cosignature of their log.
+        merge = functools.partial(self.quorum.merge, self.counterparty_origin, cp, parse_note(note), [line])
+        await trio.to_thread.run_sync(merge)
+        await self._evaluate(self.counterparty_origin, cp.size)
         if await trio.to_thread.run_sync(self._grew_by_more_than_acks, acked, cp.size):
             await self.writer.submit(
                 "ack", {"origin": self.counterparty_origin, "size": cp.size, "root": cp.root.hex()}
@@ -561,6 +600,8 @@ class CorridorService:
                 "acked_size": state.get("acked_size", 0),
             },
             "counterparty_cosigned_size": cosigned_ours,
+            "finality": self.quorum.status(),
+            "stake": self.quorum.watchers(),
             "peers": {
                 "configured": list(self.config.peer_ids),
                 "connected": [p for p in self.config.peer_ids if self.host.is_connected(p)],
@@ -575,6 +616,8 @@ class CorridorService:
                 "cosigned": self.stats.cosigned,
                 "acks_written": self.stats.acks_written,
                 "cosignatures_received": self.stats.cosignatures_received,
+                "watcher_cosignatures_received": self.stats.watcher_cosignatures_received,
+                "quorum_final": self.stats.quorum_final,
                 "peer_faults": dict(self.stats.peer_faults),
                 "rejected": dict(self.stats.rejected),
             },

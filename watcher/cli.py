@@ -5,8 +5,14 @@ Commands::
     sez-watcher init --name NAME --out DIR [--listen MULTIADDR] [--http HOST:PORT]
     sez-watcher follow --config F --corridor C --origin O --vkey V --peer ADDR [--peer ADDR ...]
     sez-watcher run --config F
+    sez-watcher bond --config F --corridor C --amount A --currency USD --collateral-ref R
+    sez-watcher unbond --config F --corridor C
     sez-watcher protection export --config F --out FILE
     sez-watcher protection import --config F FILE
+
+``bond`` and ``unbond`` print one JSON line ``{"kind": "watcher.bond" | "watcher.unbond", "payload": …}``:
+the request signed with the watcher's key (timestamp now, UTC), ready for a corridor party's
+``sez-node submit --config NODE --corridor C -``.
 
 Every failure the operator can cause ends in one line ``sez-watcher: <reason>: <message>`` on
 stderr and exit status 1; usage errors exit 2. Tracebacks are for bugs only.
@@ -23,7 +29,9 @@ from pathlib import Path
 from node.keyfile import write_secret_file
 from node.logs import configure_logging
 from node.p2p import load_or_create_identity, peer_id_of
+from node.writer import LogWriter, utc_timestamp
 from protocol.errors import LocalProtocolError, SezError
+from protocol.stake import BOND_REQUEST, UNBOND_REQUEST, sign_request
 from store import LogStore
 
 from .config import add_followed_log, load_config, write_initial_config
@@ -70,6 +78,37 @@ def _run(args: argparse.Namespace) -> int:
     return main_run(config)
 
 
+def _bond(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    request = {
+        "type": BOND_REQUEST,
+        "watcher": config.cosigner_key().to_vkey(),
+        "amount": args.amount,
+        "currency": args.currency,
+        "corridors": [args.corridor],
+        "collateral_ref": args.collateral_ref,
+        "timestamp": utc_timestamp(),
+    }
+    payload = sign_request(request, config.signing_key())
+    LogWriter.check_transition("watcher.bond", payload)  # a bad amount fails here
+    print(json.dumps({"kind": "watcher.bond", "payload": payload}))
+    return 0
+
+
+def _unbond(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    request = {
+        "type": UNBOND_REQUEST,
+        "watcher": config.cosigner_key().to_vkey(),
+        "corridors": [args.corridor],
+        "timestamp": utc_timestamp(),
+    }
+    payload = sign_request(request, config.signing_key())
+    LogWriter.check_transition("watcher.unbond", payload)  # a bad amount fails here
+    print(json.dumps({"kind": "watcher.unbond", "payload": payload}))
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     with LogStore(config.data_dir) as store:
@@ -114,6 +153,19 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the watcher daemon")
     run.add_argument("--config", required=True)
     run.set_defaults(func=_run)
+
+    bond = sub.add_parser("bond", help="print a signed watcher.bond request for sez-node submit")
+    bond.add_argument("--config", required=True)
+    bond.add_argument("--corridor", required=True, help="corridor id, e.g. PAK-KSA")
+    bond.add_argument("--amount", required=True, help="stake, integer minor units")
+    bond.add_argument("--currency", required=True, help="the corridor's stake currency, e.g. USD")
+    bond.add_argument("--collateral-ref", required=True, help="reference of the collateral held by the party")
+    bond.set_defaults(func=_bond)
+
+    unbond = sub.add_parser("unbond", help="print a signed watcher.unbond request for sez-node submit")
+    unbond.add_argument("--config", required=True)
+    unbond.add_argument("--corridor", required=True, help="corridor id, e.g. PAK-KSA")
+    unbond.set_defaults(func=_unbond)
 
     protection = sub.add_parser("protection", help="export or import the slashing-protection records")
     psub = protection.add_subparsers(dest="action", required=True, metavar="ACTION")
