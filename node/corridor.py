@@ -87,6 +87,7 @@ from .ingest import Ingestor
 from .p2p import GossipMessage, P2PHost, Verdict
 from .quorum import QuorumCollector
 from .replica import Outcome, Replica
+from .runtime import Kick
 from .sync_server import answer
 from .writer import CommittedBatch, LogWriter
 
@@ -125,21 +126,6 @@ class CorridorStatistics:
     rejected: dict[str, int] = field(default_factory=dict)
 
 
-class _Kick:
-    """A level-triggered wake-up: ``kick()`` any number of times; ``wait(timeout)`` consumes them."""
-
-    def __init__(self) -> None:
-        self._event = trio.Event()
-
-    def kick(self) -> None:
-        self._event.set()
-
-    async def wait(self, timeout: float) -> None:
-        with trio.move_on_after(timeout):
-            await self._event.wait()
-        self._event = trio.Event()
-
-
 class CorridorService:
     """Runs one corridor for this node.
 
@@ -176,8 +162,8 @@ class CorridorService:
         self.stats = CorridorStatistics()
         self._now = now
         self._replica_lock = trio.Lock()
-        self._sync_kick = _Kick()
-        self._cosign_kick = _Kick()
+        self._sync_kick = Kick()
+        self._cosign_kick = Kick()
         self._last_cosign_time = 0.0
         self._cosigned_ours: int | None = None
         cosigners = {

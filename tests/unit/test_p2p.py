@@ -223,9 +223,7 @@ async def test_host_speaks_only_noise_and_yamux_and_refuses_plaintext_and_secio_
         for name in ("plaintext", "secio"):
             key = generate_identity()
             host.allowlist.add(peer_id_of(key))  # refused for its security protocol, not its id
-            transport = (
-                InsecureTransport(key) if name == "plaintext" else secio.Transport(key)
-            )
+            transport = InsecureTransport(key) if name == "plaintext" else secio.Transport(key)
             protocol = PLAINTEXT_PROTOCOL_ID if name == "plaintext" else secio.ID
             dialer = new_host(key_pair=key, sec_opt={protocol: transport})
             dialer.get_network().retry_config = RetryConfig(max_retries=0)  # type: ignore[attr-defined]
@@ -234,7 +232,6 @@ async def test_host_speaks_only_noise_and_yamux_and_refuses_plaintext_and_secio_
                     await dialer.connect(info_from_p2p_addr(multiaddr.Multiaddr(host.listen_addr)))
                 assert not host.connected_peers()
                 await dialer.close()
-
 
 
 async def test_connect_stream_and_msgpack_echo() -> None:
