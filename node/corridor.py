@@ -100,6 +100,8 @@ SYNC_INTERVAL: Final = 2.0
 SYNC_REQUEST_TIMEOUT: Final = 10.0
 """A peer that does not answer one sync request in this time is slow or faulty: the round ends."""
 SYNC_BACKOFF_MAX: Final = 10.0
+ANNOUNCE_MIN_GAP: Final = 0.2
+"""Seconds between two announcements of our checkpoint: a busy log is announced five times a second."""
 
 
 def topic(corridor_id: str, kind: str) -> str:
@@ -165,6 +167,9 @@ class CorridorService:
         self._sync_kick = Kick()
         self._cosign_kick = Kick()
         self._last_cosign_time = 0.0
+        self._announce_kick = Kick()
+        self._announced_size = -1
+        self._announced_at = 0.0
         self._cosigned_ours: int | None = None
         cosigners = {
             self.origin: self.counterparty_cosigner,
@@ -384,19 +389,31 @@ class CorridorService:
                 receipts=tuple(piece), checkpoint=batch.checkpoint,
             )  # fmt: skip
             await self.host.publish(topic(self.id, "receipts"), encode(message))
+        self._announce_kick.kick()
+
+    async def _announce(self, size: int, note: bytes) -> None:
+        message = CheckpointAnnouncement(corridor=self.id, origin=self.origin, note=note)
+        await self.host.publish(topic(self.id, "checkpoints"), encode(message))
+        self._announced_size = size
+        self._announced_at = time.monotonic()
 
     async def _announce_loop(self) -> None:
-        """Announce our latest checkpoint every ``checkpoint_interval`` seconds when the log grew."""
-        announced = -1
+        """Announce our latest checkpoint when the log grew, at most every ``ANNOUNCE_MIN_GAP`` seconds.
+
+        Watchers learn of new checkpoints from these announcements, so they set the floor of the
+        time to quorum finality: a batch wakes this loop at once (``_announce_kick``); a burst of
+        batches is announced once per gap; ``checkpoint_interval`` is the fallback when no batch
+        wakes it (a lost wake-up, or our log's size restored after a restart).
+        """
         while True:
-            await trio.sleep(self.config.checkpoint_interval)
+            await self._announce_kick.wait(self.config.checkpoint_interval)
+            gap = ANNOUNCE_MIN_GAP - (time.monotonic() - self._announced_at)
+            if gap > 0:
+                await trio.sleep(gap)
             size = self.store.head(self.origin).size
-            if size in (announced, 0):
+            if size in (self._announced_size, 0):
                 continue
-            note = self.store.checkpoint(self.origin)
-            message = CheckpointAnnouncement(corridor=self.id, origin=self.origin, note=note)
-            await self.host.publish(topic(self.id, "checkpoints"), encode(message))
-            announced = size
+            await self._announce(size, self.store.checkpoint(self.origin))
 
     # --------------------------------------------------------------------- sync
 
