@@ -62,7 +62,7 @@ from protocol.keys import ALG_COSIGNATURE_V1, SigningKey
 from protocol.notes import format_note, parse_note
 from protocol.quorum import QuorumPolicy
 from protocol.receipts import Receipt, verify_receipt
-from protocol.sync import NEED_DATA, PROTOCOL_ID, FrameDecoder, SyncClient, frame
+from protocol.sync import NEED_DATA, PROTOCOL_ID, FrameDecoder, frame
 from protocol.wire import (
     MAX_BATCH_RECEIPTS,
     MAX_GOSSIP_BYTES,
@@ -89,6 +89,7 @@ from .quorum import QuorumCollector
 from .replica import Outcome, Replica
 from .runtime import Kick
 from .sync_server import answer
+from .sync_session import SYNC_REQUEST_TIMEOUT, SyncSession
 from .writer import CommittedBatch, LogWriter
 
 __all__ = ["CorridorService", "CorridorStatistics", "serve_sync_frames", "topic"]
@@ -97,8 +98,6 @@ log = logging.getLogger(__name__)
 
 SYNC_INTERVAL: Final = 2.0
 """Anti-entropy: seconds between sync rounds when nothing wakes the sync task earlier."""
-SYNC_REQUEST_TIMEOUT: Final = 10.0
-"""A peer that does not answer one sync request in this time is slow or faulty: the round ends."""
 SYNC_BACKOFF_MAX: Final = 10.0
 ANNOUNCE_MIN_GAP: Final = 0.2
 """Seconds between two announcements of our checkpoint: a busy log is announced five times a second."""
@@ -453,21 +452,10 @@ class CorridorService:
         stream = await self.host.open_stream(peer, PROTOCOL_ID)
         added = 0
         async with stream:
-            client = SyncClient()
-
-            async def ask(request: Any) -> Any:
-                await stream.send_all(client.send(request))
-                with trio.fail_after(SYNC_REQUEST_TIMEOUT):
-                    while True:
-                        answer = client.next_answer()
-                        if answer is not NEED_DATA:
-                            return answer.response
-                        data = await stream.receive_some(65536)
-                        if not data:
-                            raise trio.BrokenResourceError("peer closed the sync stream")
-                        client.receive_data(data)
-
-            latest = await ask(GetCheckpoint(id=client.next_id(), origin=self.counterparty_origin, size=0))
+            session = SyncSession(stream)
+            latest = await session.ask(
+                GetCheckpoint(id=session.next_id(), origin=self.counterparty_origin, size=0)
+            )
             if isinstance(latest, ErrorResponse):
                 if latest.reason == "not-found":
                     return 0  # the counterparty has not written anything yet
@@ -476,9 +464,9 @@ class CorridorService:
             async with self._replica_lock:
                 await trio.to_thread.run_sync(self.replica.note_checkpoint, latest.note)
             while (status := self.replica.status()).lag > 0:
-                response = await ask(
+                response = await session.ask(
                     GetReceipts(
-                        id=client.next_id(), origin=self.counterparty_origin, start=status.size,
+                        id=session.next_id(), origin=self.counterparty_origin, start=status.size,
                         count=min(MAX_RANGE_RECEIPTS, status.lag),
                     )
                 )  # fmt: skip

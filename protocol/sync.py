@@ -45,7 +45,7 @@ from .wire import (
     encode,
 )
 
-__all__ = ["NEED_DATA", "PROTOCOL_ID", "FrameDecoder", "NeedData", "SyncClient", "frame"]
+__all__ = ["NEED_DATA", "PROTOCOL_ID", "FrameDecoder", "NeedData", "Request", "SyncClient", "frame"]
 
 PROTOCOL_ID: Final = "/sez/sync/1"
 _LENGTH = struct.Struct(">I")

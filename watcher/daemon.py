@@ -44,10 +44,11 @@ from node.corridor import topic
 from node.p2p import GossipMessage, P2PHost, Verdict, configure_libp2p_logging, load_or_create_identity
 from node.p2p import open_host as open_p2p_host
 from node.runtime import Kick, run_foreground
+from node.sync_session import SyncSession
 from protocol.checkpoints import Checkpoint, add_signatures, cosign, open_checkpoint, parse_checkpoint
 from protocol.errors import PeerProtocolError
 from protocol.notes import format_note, parse_note
-from protocol.sync import NEED_DATA, PROTOCOL_ID, SyncClient
+from protocol.sync import PROTOCOL_ID
 from protocol.tlog_witness import (
     MAX_REQUEST_BYTES,
     WitnessResponse,
@@ -78,8 +79,6 @@ log = logging.getLogger(__name__)
 
 ROUND_INTERVAL: Final = 2.0
 """Seconds between cosigning rounds of one log when no gossip wakes it earlier."""
-SYNC_REQUEST_TIMEOUT: Final = 10.0
-"""A node that does not answer one sync request in this time is slow or faulty: try another."""
 BACKOFF_MAX: Final = 10.0
 
 
@@ -282,22 +281,9 @@ class LogFollower:
         peer = peers[self._rounds % len(peers)]  # rotate: a faulty node cannot starve the watcher
         stream = await self.host.open_stream(peer, PROTOCOL_ID)
         async with stream:
-            client = SyncClient()
-
-            async def ask(request: Any) -> Any:
-                await stream.send_all(client.send(request))
-                with trio.fail_after(SYNC_REQUEST_TIMEOUT):
-                    while True:
-                        answer = client.next_answer()
-                        if answer is not NEED_DATA:
-                            return answer.response
-                        data = await stream.receive_some(65536)
-                        if not data:
-                            raise trio.BrokenResourceError("peer closed the sync stream")
-                        client.receive_data(data)
-
+            session = SyncSession(stream)
             candidate, self._pending = self._pending, None
-            latest = await ask(GetCheckpoint(id=client.next_id(), origin=self.origin, size=0))
+            latest = await session.ask(GetCheckpoint(id=session.next_id(), origin=self.origin, size=0))
             if isinstance(latest, NoteResponse):
                 cp, _ = open_checkpoint(latest.note, self.entry.key)
                 if candidate is None or cp.size > candidate[0].size:
@@ -313,8 +299,8 @@ class LogFollower:
                     return None  # old news
                 proof: list[bytes] = []
                 if last is not None and 0 < last.size < cp.size:
-                    response = await ask(
-                        GetConsistency(id=client.next_id(), origin=self.origin, old=last.size, new=cp.size)
+                    response = await session.ask(
+                        GetConsistency(id=session.next_id(), origin=self.origin, old=last.size, new=cp.size)
                     )
                     if isinstance(response, ErrorResponse):
                         raise PeerProtocolError(response.reason, f"proof request refused: {response.message}")
