@@ -15,6 +15,11 @@ database       key                            value
 ``nodes``      origin id ‖ position u64       32-byte MMR node hash (post-order)
 ``digests``    next_root (32)                 origin id ‖ sequence u64
 ``checkpoints``origin id ‖ size u64           signed checkpoint note bytes
+``witness``    origin (UTF-8)                 msgpack witness record (what was last cosigned)
+``history``    ``i`` ‖ origin ‖ 0 ‖ kind ‖ 0   an item of the witness's full history (the
+               ‖ index u64                    checkpoints it cosigned, the evidence it kept)
+               ``d`` ‖ origin ‖ 0 ‖ kind ‖ 0   index u64 (the item's SHA-256: no item is kept twice)
+               ‖ SHA-256(item)
 ``meta``       name                           value (``schema_version``)
 =============  =============================  ==================================
 
@@ -33,9 +38,10 @@ long batches in a worker thread or keep them small.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +68,18 @@ _U32 = struct.Struct(">I")
 _ID_U64 = struct.Struct(">IQ")
 _HEAD = struct.Struct(">Q32s32s")
 _HEAD_SIZE = struct.Struct(">Q")
-_DB_NAMES = (b"meta", b"origins", b"heads", b"receipts", b"nodes", b"digests", b"checkpoints", b"witness")
+_U64 = struct.Struct(">Q")
+_DB_NAMES = (
+    b"meta",
+    b"origins",
+    b"heads",
+    b"receipts",
+    b"nodes",
+    b"digests",
+    b"checkpoints",
+    b"witness",
+    b"history",
+)
 _TOP_BITS = 14
 """Proofs keep in memory a log's MMR nodes of height >= bit_length(size) - _TOP_BITS: fewer than
 2**(_TOP_BITS + 1) nodes (about 5 MB) per log, whatever its size. See :class:`_TopNodes`."""
@@ -177,6 +194,7 @@ class LogStore:
         self._digests = dbs[b"digests"]
         self._checkpoints = dbs[b"checkpoints"]
         self._witness = dbs[b"witness"]
+        self._history = dbs[b"history"]
         # Read-path caches of immutable data: registered origins, and the top of each log's MMR.
         self._origin_cache: dict[str, OriginInfo] = {}
         self._tops: dict[int, _TopNodes] = {}
@@ -445,19 +463,91 @@ class LogStore:
         record: dict[str, Any] = msgpack.unpackb(value)
         return record
 
-    def set_witness_states(self, records: Mapping[str, dict[str, Any]]) -> None:
-        """Durably replace several origins' witness records in one write transaction (all or none)."""
+    def set_witness_states(
+        self,
+        records: Mapping[str, dict[str, Any]],
+        history: Mapping[str, Sequence[tuple[str, bytes]]] | None = None,
+    ) -> None:
+        """Durably replace several origins' witness records in one write transaction (all or none).
+
+        ``history`` maps origins to ``(kind, item)`` pairs appended to their history in the same
+        transaction (see :meth:`witness_history`).
+        """
         with self._txn(write=True) as txn:
             for origin, record in records.items():
                 txn.put(origin.encode(), msgpack.packb(record, use_bin_type=True), db=self._witness)
+            for origin, items in (history or {}).items():
+                for kind, item in items:
+                    self._append_history(txn, origin, kind, item)
 
-    def set_witness_state(self, origin: str, record: dict[str, Any]) -> None:
+    def set_witness_state(
+        self, origin: str, record: dict[str, Any], history: Sequence[tuple[str, bytes]] = ()
+    ) -> None:
         """Durably replace the witness record of ``origin`` (one committed write transaction).
 
-        Callers release a cosignature only after this returns (the witness rule).
+        ``history``: ``(kind, item)`` pairs appended to the origin's history in the same
+        transaction. Callers release a cosignature only after this returns (the witness rule).
         """
+        self.set_witness_states({origin: record}, {origin: history} if history else None)
+
+    def add_witness_history(self, origin: str, kind: str, item: bytes) -> bool:
+        """Durably append ``item`` to the ``kind`` history of ``origin``; False if already kept."""
         with self._txn(write=True) as txn:
-            txn.put(origin.encode(), msgpack.packb(record, use_bin_type=True), db=self._witness)
+            return self._append_history(txn, origin, kind, item)
+
+    @staticmethod
+    def _history_prefix(origin: str, kind: str) -> bytes:
+        if "\0" in origin or "\0" in kind or not kind:
+            raise ValueError(f"bad history key {origin!r}/{kind!r}")
+        return origin.encode() + b"\0" + kind.encode() + b"\0"
+
+    def _append_history(self, txn: lmdb.Transaction, origin: str, kind: str, item: bytes) -> bool:
+        prefix = self._history_prefix(origin, kind)
+        digest_key = b"d" + prefix + hashlib.sha256(item).digest()
+        if txn.get(digest_key, db=self._history) is not None:
+            return False
+        index = self._history_count(txn, prefix)
+        txn.put(b"i" + prefix + _U64.pack(index), item, db=self._history)
+        txn.put(digest_key, _U64.pack(index), db=self._history)
+        return True
+
+    def _history_count(self, txn: lmdb.Transaction, prefix: bytes) -> int:
+        """Items in the history under ``prefix`` (the index of the last one + 1)."""
+        key_prefix = b"i" + prefix
+        cursor = txn.cursor(db=self._history)
+        # The first key after every index of this prefix, then one step back.
+        if cursor.set_range(key_prefix + b"\xff" * 8 + b"\x00"):
+            if not cursor.prev():
+                return 0
+        elif not cursor.last():
+            return 0
+        key = bytes(cursor.key())
+        if not key.startswith(key_prefix) or len(key) != len(key_prefix) + 8:
+            return 0
+        return int(_U64.unpack(key[len(key_prefix) :])[0]) + 1
+
+    def witness_history(self, origin: str, kind: str, start: int = 0) -> list[bytes]:
+        """Every item of the ``kind`` history of ``origin`` from index ``start``, oldest first.
+
+        Nothing is ever dropped from a history: a watcher keeps every checkpoint it cosigned and
+        every piece of evidence it kept (design §6).
+        """
+        prefix = b"i" + self._history_prefix(origin, kind)
+        items: list[bytes] = []
+        with self._txn() as txn:
+            cursor = txn.cursor(db=self._history)
+            if not cursor.set_range(prefix + _U64.pack(start)):
+                return items
+            for key, value in cursor:
+                if not bytes(key).startswith(prefix) or len(key) != len(prefix) + 8:
+                    break
+                items.append(bytes(value))
+        return items
+
+    def witness_history_count(self, origin: str, kind: str) -> int:
+        """How many items the ``kind`` history of ``origin`` holds."""
+        with self._txn() as txn:
+            return self._history_count(txn, self._history_prefix(origin, kind))
 
     # ---------------------------------------------------------------- receipts
 

@@ -71,7 +71,7 @@ from protocol.witness import check_witness_rule
 from store import LogStore
 
 from .config import FollowedLog, WatcherConfig
-from .protection import Protection
+from .protection import COSIGNED, EVIDENCE, Protection
 
 __all__ = ["LogFollower", "Watcher", "WatcherStatistics", "build_app", "main_run", "run_daemon"]
 
@@ -157,7 +157,8 @@ class Watcher:
                 "size": int(record.get("size", 0)),
                 "root": bytes(record["root"]).hex() if "root" in record else None,
                 "note": bytes(record["note"]).decode() if "note" in record else None,
-                "evidence": len(record.get("evidence", [])),
+                "cosigned": self.store.witness_history_count(entry.origin, COSIGNED),
+                "evidence": self.store.witness_history_count(entry.origin, EVIDENCE),
             }
         return {
             "watcher": self.config.name,

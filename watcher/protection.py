@@ -2,23 +2,30 @@
 
 One record per origin in the store's witness table (``LogStore.set_witness_state``)::
 
-    {"size": int, "root": bytes, "note": bytes,     # the signed checkpoint last cosigned
-     "cosigned": [note bytes, ...],                 # the last HISTORY_LIMIT checkpoints cosigned
-     "evidence": [{"note": bytes, "reason": str}, ...]}   # validly signed checkpoints refused
+    {"size": int, "root": bytes, "note": bytes}     # the signed checkpoint last cosigned
 
-The record is written (one committed LMDB transaction) before a cosignature leaves the process,
-and only ever moves forward: :meth:`Protection.commit_cosigned` refuses a smaller tree, or another
-root at the same size, whatever the caller believed.
+and two histories per origin that are never truncated (``LogStore.witness_history``):
+
+* ``cosigned``: every signed checkpoint note this watcher cosigned, oldest first;
+* ``evidence``: every validly signed checkpoint it refused, as msgpack ``{"note", "reason"}``.
+
+The record and the new ``cosigned`` item are written in one committed LMDB transaction before a
+cosignature leaves the process, and the record only ever moves forward:
+:meth:`Protection.commit_cosigned` refuses a smaller tree, or another root at the same size,
+whatever the caller believed.
 
 Export format (``sez-watcher protection export``), a JSON object::
 
     {"format": "sez.watcher.protection/v1",
      "watcher": "<the watcher's type-0x04 cosigner vkey>",
-     "logs": {"<origin>": {"size": 12, "root": "<hex>", "note": "<checkpoint note text>"}}}
+     "logs": {"<origin>": {"size": 12, "root": "<hex>", "note": "<checkpoint note text>",
+                           "cosigned": ["<note text>", ...],                 # optional
+                           "evidence": [{"note": "<note text>", "reason": "..."}, ...]}}}  # optional
 
 Import refuses, with the origin named, any record older than the one held (a smaller size, or a
 different root at the same size), a document of another watcher key, and malformed entries. All
-entries are checked before the first is written, so a refused import changes nothing.
+entries are checked before the first is written, so a refused import changes nothing. Imported
+histories are merged into the ones held (an item already held is not kept twice).
 """
 
 from __future__ import annotations
@@ -26,16 +33,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
+import msgpack
+
 from protocol.checkpoints import Checkpoint, open_checkpoint, parse_checkpoint
 from protocol.errors import LocalProtocolError, PeerProtocolError
 from protocol.keys import VerifierKey
 from store import LogStore
 
-__all__ = ["EXPORT_FORMAT", "HISTORY_LIMIT", "Protection", "ProtectionError"]
+__all__ = ["COSIGNED", "EVIDENCE", "EXPORT_FORMAT", "Protection", "ProtectionError"]
 
 EXPORT_FORMAT: Final = "sez.watcher.protection/v1"
-HISTORY_LIMIT: Final = 1000
-"""Cosigned checkpoints and evidence items kept per origin inside the record (newest last)."""
+COSIGNED: Final = "cosigned"
+"""History kind: the signed checkpoint notes cosigned."""
+EVIDENCE: Final = "evidence"
+"""History kind: msgpack ``{"note", "reason"}`` of validly signed checkpoints refused."""
 
 
 class ProtectionError(LocalProtocolError):
@@ -45,6 +56,11 @@ class ProtectionError(LocalProtocolError):
         super().__init__(reason, message, **extra)
 
 
+def _evidence_item(note: bytes, reason: str) -> bytes:
+    packed: bytes = msgpack.packb({"note": note, "reason": reason}, use_bin_type=True)
+    return packed
+
+
 def _checkpoint_of(record: Mapping[str, Any], origin: str) -> Checkpoint:
     return Checkpoint(origin=origin, size=int(record["size"]), root=bytes(record["root"]))
 
@@ -52,9 +68,8 @@ def _checkpoint_of(record: Mapping[str, Any], origin: str) -> Checkpoint:
 class Protection:
     """The protection records of one watcher in ``store`` (sync: every method is one LMDB call)."""
 
-    def __init__(self, store: LogStore, *, history_limit: int = HISTORY_LIMIT) -> None:
+    def __init__(self, store: LogStore) -> None:
         self.store = store
-        self.history_limit = history_limit
 
     def record(self, origin: str) -> dict[str, Any] | None:
         """The stored record of ``origin`` (None: never cosigned, no evidence)."""
@@ -103,7 +118,7 @@ class Protection:
         """
         record = self._advanced(cp, note)
         if record is not None:
-            self.store.set_witness_state(cp.origin, record)
+            self.store.set_witness_state(cp.origin, record, [(COSIGNED, note)])
 
     def _advanced(self, cp: Checkpoint, note: bytes) -> dict[str, Any] | None:
         """The record of ``cp.origin`` moved forward to ``cp`` (None if it already holds ``cp``)."""
@@ -111,30 +126,26 @@ class Protection:
         held = _checkpoint_of(record, cp.origin) if "size" in record else None
         if not self._check_forward(cp.origin, held, cp):
             return None
-        history = [*record.get("cosigned", []), note][-self.history_limit :]
-        record.update({"size": cp.size, "root": cp.root, "note": note, "cosigned": history})
+        record.update({"size": cp.size, "root": cp.root, "note": note})
         return record
 
     def keep_evidence(self, origin: str, note: bytes, reason: str) -> bool:
-        """Keep a validly signed checkpoint this watcher refused; False if it was already kept."""
-        record = self.record(origin) or {}
-        evidence = list(record.get("evidence", []))
-        if any(bytes(item["note"]) == note for item in evidence):
+        """Durably keep a validly signed checkpoint this watcher refused; False if already kept.
+
+        The same note refused again for another reason is not kept twice.
+        """
+        if any(item["note"] == note for item in self.evidence(origin)):
             return False
-        evidence.append({"note": note, "reason": reason})
-        record["evidence"] = evidence[-self.history_limit :]
-        self.store.set_witness_state(origin, record)
-        return True
+        return self.store.add_witness_history(origin, EVIDENCE, _evidence_item(note, reason))
 
     def evidence(self, origin: str) -> list[dict[str, Any]]:
-        """The evidence kept for ``origin``, oldest first."""
-        record = self.record(origin) or {}
-        return [{"note": bytes(i["note"]), "reason": str(i["reason"])} for i in record.get("evidence", [])]
+        """Every piece of evidence kept for ``origin``, oldest first: ``{"note", "reason"}``."""
+        items = (msgpack.unpackb(raw) for raw in self.store.witness_history(origin, EVIDENCE))
+        return [{"note": bytes(i["note"]), "reason": str(i["reason"])} for i in items]
 
     def cosigned_history(self, origin: str) -> list[bytes]:
-        """The last cosigned checkpoint notes of ``origin``, oldest first."""
-        record = self.record(origin) or {}
-        return [bytes(note) for note in record.get("cosigned", [])]
+        """Every checkpoint note cosigned for ``origin``, oldest first."""
+        return self.store.witness_history(origin, COSIGNED)
 
     # ---------------------------------------------------------- export / import
 
@@ -149,6 +160,11 @@ class Protection:
                 "size": int(record["size"]),
                 "root": bytes(record["root"]).hex(),
                 "note": bytes(record["note"]).decode("utf-8"),
+                "cosigned": [note.decode("utf-8") for note in self.cosigned_history(origin)],
+                "evidence": [
+                    {"note": item["note"].decode("utf-8"), "reason": item["reason"]}
+                    for item in self.evidence(origin)
+                ],
             }
         return {"format": EXPORT_FORMAT, "watcher": watcher.to_vkey(), "logs": logs}
 
@@ -176,15 +192,55 @@ class Protection:
         if not isinstance(logs, dict):
             raise ProtectionError("bad-protection-file", "logs must be an object of origin -> record")
         updates: list[tuple[Checkpoint, bytes]] = []
+        history: dict[str, list[tuple[str, bytes]]] = {}
         for origin, entry in sorted(logs.items()):
             cp, note = self._parse_entry(origin, entry, log_keys or {})
             if self._check_forward(origin, self.last(origin), cp):
                 updates.append((cp, note))
+            history[origin] = self._parse_history(origin, entry)
         records = {
             cp.origin: record for cp, note in updates if (record := self._advanced(cp, note)) is not None
         }
-        self.store.set_witness_states(records)  # every origin in one write transaction: all or none
+        for cp, note in updates:  # the record's own note is part of its cosigned history
+            if (COSIGNED, note) not in history[cp.origin]:
+                history[cp.origin].append((COSIGNED, note))
+        # Every origin's record and history in one write transaction: all or none.
+        self.store.set_witness_states(records, history)
         return [cp.origin for cp, _ in updates]
+
+    def _parse_history(self, origin: str, entry: Mapping[str, Any]) -> list[tuple[str, bytes]]:
+        """The ``cosigned`` and ``evidence`` items of an export entry not already held."""
+        where = f"logs[{origin!r}]"
+        cosigned, evidence = entry.get("cosigned", []), entry.get("evidence", [])
+        if not isinstance(cosigned, list) or not all(isinstance(text, str) for text in cosigned):
+            raise ProtectionError("bad-protection-file", f"{where}.cosigned must be a list of notes")
+        if not isinstance(evidence, list) or not all(
+            isinstance(item, dict) and isinstance(item.get("note"), str) and isinstance(item.get("reason"), str)
+            for item in evidence
+        ):
+            raise ProtectionError("bad-protection-file", f"{where}.evidence must be a list of {{note, reason}}")
+        held_cosigned = set(self.cosigned_history(origin))
+        held_evidence = {item["note"] for item in self.evidence(origin)}
+        items: list[tuple[str, bytes]] = []
+        for text in cosigned:
+            note = text.encode("utf-8")
+            try:
+                cp = parse_checkpoint(note)[0]
+            except PeerProtocolError as exc:
+                raise ProtectionError(
+                    "bad-protection-file", f"{where}.cosigned: {exc.reason}: {exc.message}"
+                ) from exc
+            if cp.origin != origin:
+                raise ProtectionError("bad-protection-file", f"{where}.cosigned holds a note of {cp.origin}")
+            if note not in held_cosigned:
+                held_cosigned.add(note)
+                items.append((COSIGNED, note))
+        for item in evidence:
+            note = item["note"].encode("utf-8")
+            if note not in held_evidence:
+                held_evidence.add(note)
+                items.append((EVIDENCE, _evidence_item(note, item["reason"])))
+        return items
 
     @staticmethod
     def _parse_entry(

@@ -128,11 +128,20 @@ def test_protection_round_trip(config_path: Path, tmp_path: Path, store: LogStor
     protection = Protection(store)
     protection.commit_cosigned(cp(10), note(10))
     protection.commit_cosigned(cp(25), note(25))
+    assert protection.keep_evidence(ORIGIN, note(25, tree=FORK), "conflict")
     document = protection.export(config.cosigner_key(), [ORIGIN])
     assert document == {
         "format": EXPORT_FORMAT,
         "watcher": config.cosigner_key().to_vkey(),
-        "logs": {ORIGIN: {"size": 25, "root": TREE.root(25).hex(), "note": note(25).decode()}},
+        "logs": {
+            ORIGIN: {
+                "size": 25,
+                "root": TREE.root(25).hex(),
+                "note": note(25).decode(),
+                "cosigned": [note(10).decode(), note(25).decode()],
+                "evidence": [{"note": note(25, tree=FORK).decode(), "reason": "conflict"}],
+            }
+        },
     }
     assert json.loads(json.dumps(document)) == document
     with LogStore(tmp_path / "elsewhere") as other:
@@ -140,18 +149,40 @@ def test_protection_round_trip(config_path: Path, tmp_path: Path, store: LogStor
         assert moved == [ORIGIN]
         assert Protection(other).last(ORIGIN) == cp(25)
         assert Protection(other).last_note(ORIGIN) == note(25)
+        assert Protection(other).cosigned_history(ORIGIN) == [note(10), note(25)]
+        assert Protection(other).evidence(ORIGIN) == [{"note": note(25, tree=FORK), "reason": "conflict"}]
         # importing the same document again is a no-op
         assert Protection(other).import_(document, config.cosigner_key(), config.log_keys) == []
 
 
 def test_history_is_kept(store: LogStore) -> None:
-    protection = Protection(store, history_limit=2)
+    protection = Protection(store)
     for size in (5, 10, 25):
         protection.commit_cosigned(cp(size), note(size))
-    assert protection.cosigned_history(ORIGIN) == [note(10), note(25)]
+    protection.commit_cosigned(cp(25), note(25))  # the checkpoint held again: not kept twice
+    assert protection.cosigned_history(ORIGIN) == [note(5), note(10), note(25)]
     assert protection.keep_evidence(ORIGIN, note(25, tree=FORK), "equivocation")
     assert not protection.keep_evidence(ORIGIN, note(25, tree=FORK), "equivocation")
+    assert not protection.keep_evidence(ORIGIN, note(25, tree=FORK), "another reason")
+    assert protection.keep_evidence(ORIGIN, note(10, tree=FORK), "rollback")
+    assert [item["note"] for item in protection.evidence(ORIGIN)] == [
+        note(25, tree=FORK),
+        note(10, tree=FORK),
+    ]
     assert protection.last(ORIGIN) == cp(25)
+
+
+def test_history_is_never_truncated(store: LogStore) -> None:
+    """Every cosigned checkpoint stays, in order, however many (the old record kept 1,000)."""
+    protection = Protection(store)
+    items = [f"checkpoint {i}".encode() for i in range(1500)]
+    for item in items:
+        assert store.add_witness_history(ORIGIN, "cosigned", item)
+    assert store.witness_history_count(ORIGIN, "cosigned") == 1500
+    assert protection.cosigned_history(ORIGIN) == items
+    assert store.witness_history(ORIGIN, "cosigned", start=1498) == items[1498:]
+    assert store.witness_history_count(ORIGIN, "evidence") == 0
+    assert store.witness_history(ORIGIN + "x", "cosigned") == []  # a longer origin is another log
 
 
 def _document(config_path: Path, size: int, tree: ReferenceTree = TREE) -> dict[str, object]:
@@ -196,6 +227,10 @@ def test_import_checks_everything_before_writing(config_path: Path, store: LogSt
         lambda d: d["logs"][ORIGIN].update(size=11),
         lambda d: d["logs"][ORIGIN].update(root="zz"),
         lambda d: d["logs"][ORIGIN].update(note=note(10, key=OTHER).decode()),
+        lambda d: d["logs"][ORIGIN].update(cosigned="not a list"),
+        lambda d: d["logs"][ORIGIN].update(cosigned=["garbage"]),
+        lambda d: d["logs"][ORIGIN].update(cosigned=[note(5).decode().replace(ORIGIN, "other.example/x", 1)]),
+        lambda d: d["logs"][ORIGIN].update(evidence=[{"note": "x"}]),
     ],
 )
 def test_import_refuses_malformed_documents(config_path: Path, store: LogStore, mutate: object) -> None:
@@ -206,6 +241,7 @@ def test_import_refuses_malformed_documents(config_path: Path, store: LogStore, 
         Protection(store).import_(document, config.cosigner_key(), config.log_keys)
     assert info.value.reason == "bad-protection-file"
     assert Protection(store).record(ORIGIN) is None
+    assert Protection(store).cosigned_history(ORIGIN) == []
 
 
 def test_cli_export_import(config_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
