@@ -8,9 +8,10 @@ so far. It is stored durably (``store.set_witness_state("quorum/" + origin, ...)
 
 * **Ledger.** The stake ledger is :func:`protocol.stake.fold` over the ``watcher.*`` receipts of
   both logs (read from the store and cached; each call reads only receipts appended since the last
-  one), with ``final_sizes`` = the quorum-final sizes, the stake currency ``USD`` and the corridor's
-  :class:`~protocol.quorum.QuorumPolicy`. A bond therefore counts only once the receipt carrying it
-  is below a quorum-final size; an unbond stops the stake counting at once.
+  one), with ``final_sizes`` = the quorum-final sizes, and the corridor definition's stake currency,
+  unbonding period and :class:`~protocol.quorum.QuorumPolicy` (defaults without a definition). A
+  bond therefore counts only once the receipt carrying it is below a quorum-final size; an unbond
+  stops the stake counting at once.
 * **Collecting.** A watcher's cosignature announcement is verified against the cosigner keys of the
   *active* watchers only (``VerifierKey.from_vkey`` of the ledger's vkeys). Only lines with an
   active watcher's name *and* key ID, that verify, are merged into the stored checkpoint note of
@@ -42,7 +43,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from protocol.checkpoints import Checkpoint, add_signatures, parse_checkpoint, verify_cosignatures
@@ -56,7 +57,7 @@ from store import LogStore, StoreError
 __all__ = ["STAKE_CURRENCY", "QuorumCollector", "state_key"]
 
 STAKE_CURRENCY: Final = "USD"
-"""The corridors' stake currency (until the corridor definition is wired into the node)."""
+"""The stake currency of a corridor configured without a definition."""
 _SCAN_LIMIT: Final = 4096
 """Checkpoints scanned (newest first) once per origin, when no durable record says how far the
 other party has cosigned."""
@@ -91,6 +92,7 @@ class QuorumCollector:
         *,
         policy: QuorumPolicy,
         stake_currency: str = STAKE_CURRENCY,
+        unbonding_period: timedelta = timedelta(days=7),
         now: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -99,12 +101,14 @@ class QuorumCollector:
         self.origins = tuple(party_cosigners)
         self.policy = policy
         self.stake_currency = stake_currency
+        self.unbonding_period = unbonding_period
         self._now = now
         self._lock = threading.RLock()
         self._entries: list[LedgerEntry] = []
         self._scanned: dict[str, int] = {origin: 0 for origin in self.origins}
         self._records: dict[str, dict[str, Any]] = {}
-        self.last_decisions: dict[str, QuorumDecision] = {}
+        self.last_decisions: dict[str, tuple[int, QuorumDecision]] = {}
+        """Per origin: the decision on the largest checkpoint evaluated so far, with its size."""
 
     # ------------------------------------------------------------------ records
 
@@ -190,6 +194,7 @@ class QuorumCollector:
                 final_sizes={origin: self._record(origin)["final_size"] for origin in self.origins},
                 now=_utc(self._now()),
                 stake_currency=self.stake_currency,
+                unbonding_period=self.unbonding_period,
             )
 
     @staticmethod
@@ -294,7 +299,8 @@ class QuorumCollector:
                 keys = self.active_keys(ledger)
                 cosigners = [vkey for vkey, key in keys.items() if self._verifies(note, cp, key)]
                 decision = decide(cosigners, weights, counterparty_cosigned=party, policy=self.policy)
-            self.last_decisions[origin] = decision
+            if size >= self.last_decisions.get(origin, (0, decision))[0]:
+                self.last_decisions[origin] = (size, decision)
             if decision.final:
                 self._raise(origin, final_size=size)
             return decision
@@ -343,18 +349,38 @@ class QuorumCollector:
         }
 
     def status(self) -> dict[str, Any]:
-        """Per origin: quorum-final size, active watchers and stake (corridor status)."""
+        """Per origin: quorum-final size, active watchers and stake, and the latest decision.
+
+        ``last_decision`` is the decision on the largest checkpoint evaluated so far: its size,
+        whether it is final, the cosigning and active stake, how many active watchers' cosignatures
+        counted, and what is missing (``stake``, ``watchers``, ``counterparty``). ``bootstrap`` says
+        the bilateral rule decided it (fewer than ``min_watchers`` active).
+        """
         with self._lock:
             ledger = self.ledger()
             weights = ledger.active_weights()
-            return {
-                origin: {
+            active_watchers = sum(1 for weight in weights.values() if weight > 0)
+            result: dict[str, Any] = {}
+            for origin in self.origins:
+                entry: dict[str, Any] = {
                     "quorum_final_size": self.final_size(origin),
-                    "active_watchers": sum(1 for weight in weights.values() if weight > 0),
+                    "active_watchers": active_watchers,
                     "active_stake": sum(weights.values()),
+                    "last_decision": None,
                 }
-                for origin in self.origins
-            }
+                if origin in self.last_decisions:
+                    size, decision = self.last_decisions[origin]
+                    entry["last_decision"] = {
+                        "size": size,
+                        "final": decision.final,
+                        "cosigning_stake": decision.cosigning_stake,
+                        "active_stake": decision.active_stake,
+                        "cosigners": len(decision.cosigners),
+                        "missing": list(decision.missing),
+                        "bootstrap": decision.active_stake == 0,
+                    }
+                result[origin] = entry
+            return result
 
 
 def _timestamp(sig: NoteSignature) -> int:

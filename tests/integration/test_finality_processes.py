@@ -5,14 +5,16 @@ on PAK's log) while KSA is still down, so that one checkpoint covers all four bo
 cosigns it, and the bonds become final by bilateral (bootstrap) finality. (Bonded one checkpoint at a
 time, the first final bond would make its single watcher the whole active set, and with
 ``min_watchers = 3`` nothing could become final after it: see ``node.quorum``.) With all four watchers
-cosigning, PAK's new checkpoints become quorum-final. With two of them stopped (SIGTERM), 2 of 4 equal
-stakes are not more than 2/3 and fewer than ``min_watchers``: new checkpoints do not become final.
+cosigning, PAK's new checkpoints become quorum-final; with one stopped (SIGTERM), 3 of 4 equal stakes
+still are. With two stopped, 2 of 4 are not more than 2/3 and fewer than ``min_watchers``: new
+checkpoints do not become final. Then watcher 1 unbonds while watcher 4 comes back: three watchers
+cosign but only two count, 2000 of the 3000 still active: not final. Each "not final" is read from the
+node's record of its decision on a checkpoint covering the new receipt, never after a fixed sleep.
 """
 
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -72,16 +74,22 @@ def setup(tmp_path: Path) -> Iterator[tuple[Network, list[WatcherProcess]]]:
             watcher.http.close()
 
 
-def _bond_through_cli(network: Network, watcher: WatcherProcess) -> None:
-    """``sez-watcher bond ... | sez-node submit --config PAK --corridor C -``."""
-    bond = subprocess.run(
-        [*_watcher_argv(), "bond", "--config", str(watcher.config), "--corridor", C, "--amount", "1000",
-         "--currency", "USD", "--collateral-ref", f"escrow-{watcher.config.parent.name}"],
-        capture_output=True, text=True, check=True, env=_child_env(), timeout=60,
-    )  # fmt: skip
+def _watcher_request_through_cli(network: Network, watcher: WatcherProcess, action: str) -> None:
+    """``sez-watcher bond|unbond ... | sez-node submit --config PAK --corridor C -``."""
+    argv = [*_watcher_argv(), action, "--config", str(watcher.config), "--corridor", C]
+    if action == "bond":
+        argv += [
+            "--amount",
+            "1000",
+            "--currency",
+            "USD",
+            "--collateral-ref",
+            f"escrow-{watcher.config.parent.name}",
+        ]
+    request = subprocess.run(argv, capture_output=True, text=True, check=True, env=_child_env(), timeout=60)
     submit = subprocess.run(
         [*_sez_node_argv(), "submit", "--config", str(network["PAK"].spec.config), "--corridor", C, "-"],
-        input=bond.stdout, capture_output=True, text=True, check=False, env=_child_env(), timeout=60,
+        input=request.stdout, capture_output=True, text=True, check=False, env=_child_env(), timeout=60,
     )  # fmt: skip
     assert submit.returncode == 0, submit.stderr
 
@@ -94,7 +102,31 @@ def _finality(network: Network, origin: str) -> dict[str, Any]:
     return result
 
 
-def test_four_watchers_finalize_two_do_not(setup: tuple[Network, list[WatcherProcess]]) -> None:
+def _grow_until_decided(network: Network, origin: str, label: str, cosigners: int) -> dict[str, Any]:
+    """Submit a transfer, then wait for the decision on a checkpoint covering it with ``cosigners`` counted.
+
+    The decision is the node's own record of the figures (``last_decision``): waiting for it, not for
+    time, is what makes a "not final" outcome a result rather than a race.
+    """
+    assert network["PAK"].submit(C, transfer(label)).status_code == 201
+    head = network["PAK"].status(C)["log"]["size"]
+
+    def decided() -> dict[str, Any] | None:
+        finality = _finality(network, origin)
+        decision = finality["last_decision"]
+        if (
+            decision
+            and decision["size"] >= head
+            and (decision["final"] or decision["cosigners"] >= cosigners)
+        ):
+            return finality
+        return None
+
+    return wait_until(decided, TIMEOUT, f"a decision on PAK's checkpoint >= {head}", network=network)
+
+
+def test_three_of_four_by_stake_finalize_two_do_not(setup: tuple[Network, list[WatcherProcess]]) -> None:
+    """4 of 4 and 3 of 4 (by stake) finalize; 2 of 4 do not; an unbonded watcher's cosignature never counts."""
     network, watchers = setup
     network.start("PAK")
     for watcher in watchers:
@@ -103,7 +135,7 @@ def test_four_watchers_finalize_two_do_not(setup: tuple[Network, list[WatcherPro
     origin = network.specs["PAK"].origin(C)
 
     for watcher in watchers:
-        _bond_through_cli(network, watcher)
+        _watcher_request_through_cli(network, watcher, "bond")
     assert pak.status(C)["log"]["size"] == WATCHERS
     network.start("KSA")
     # Bootstrap: KSA's cosignature of PAK's checkpoint at size >= 4 makes the bonds final and active.
@@ -114,32 +146,45 @@ def test_four_watchers_finalize_two_do_not(setup: tuple[Network, list[WatcherPro
     ledger = pak.http.get(f"/v1/corridors/{C}/watchers").json()
     assert ledger["active"] == 4000 and all(w["active"] for w in ledger["watchers"])
 
-    # All four watchers cosign: new checkpoints become quorum-final.
-    for index in range(3):
-        assert pak.submit(C, transfer(f"PAK-{index}")).status_code == 201
-    head = pak.status(C)["log"]["size"]
-    wait_until(
-        lambda: (f := _finality(network, origin))["quorum_final_size"] >= head and f,
-        TIMEOUT, f"PAK's log to be quorum-final at size >= {head}", network=network,
-    )  # fmt: skip
-    answer = pak.http.get(f"/v1/logs/{origin}/receipts/{head - 1}/finality").json()
+    # All four watchers cosign: a new checkpoint becomes quorum-final.
+    after = _grow_until_decided(network, origin, "PAK-4of4", cosigners=4)
+    assert after["last_decision"]["final"] and after["quorum_final_size"] >= after["last_decision"]["size"]
+    answer = pak.http.get(f"/v1/logs/{origin}/receipts/{after['head'] - 1}/finality").json()
     assert answer["receipt_signed"] and answer["counterparty_cosigned"] and answer["quorum_final"], answer
 
-    # Two of four stop: the counterparty still cosigns, but nothing new becomes final.
-    for watcher in watchers[2:]:
-        assert watcher.child.stop() == 0  # SIGTERM
+    # Three of four (3000 of 4000 > 2/3, three keys): still final.
+    assert watchers[3].child.stop() == 0  # SIGTERM
+    after = _grow_until_decided(network, origin, "PAK-3of4", cosigners=3)
+    decision = after["last_decision"]
+    assert decision["final"] and decision["cosigning_stake"] == 3000 and decision["active_stake"] == 4000, (
+        after
+    )
+
+    # Two of four (2000 of 4000, two keys): the counterparty still cosigns, nothing new becomes final.
+    assert watchers[2].child.stop() == 0
     final_before = _finality(network, origin)["quorum_final_size"]
-    for index in range(3, 6):
-        assert pak.submit(C, transfer(f"PAK-{index}")).status_code == 201
-    new_head = pak.status(C)["log"]["size"]
-    wait_until(
-        lambda: (f := _finality(network, origin))["cosigned"] >= new_head and f,
-        TIMEOUT, "KSA to cosign PAK's new checkpoints", network=network,
-    )  # fmt: skip
-    time.sleep(3.0)  # time for the two remaining watchers' cosignatures to arrive
-    after = _finality(network, origin)
-    assert after["quorum_final_size"] == final_before < new_head, after
-    answer = pak.http.get(f"/v1/logs/{origin}/receipts/{new_head - 1}/finality").json()
+    after = _grow_until_decided(network, origin, "PAK-2of4", cosigners=2)
+    decision = after["last_decision"]
+    assert not decision["final"] and set(decision["missing"]) == {"stake", "watchers"}, after
+    assert decision["cosigning_stake"] == 2000 and after["quorum_final_size"] == final_before
+    answer = pak.http.get(f"/v1/logs/{origin}/receipts/{after['head'] - 1}/finality").json()
     assert answer["counterparty_cosigned"] and not answer["quorum_final"], answer
-    for watcher in watchers[:2]:
+
+    # Watcher 1 unbonds while watcher 4 comes back: three watchers cosign, but the unbonded stake
+    # stops counting at once: 2000 of the 3000 still active is not more than 2/3.
+    _watcher_request_through_cli(network, watchers[0], "unbond")
+    assert watchers[3].start()["event"] == "ready"
+    wait_until(
+        lambda: (f := _finality(network, origin))["active_stake"] == 3000 and f,
+        TIMEOUT, "the unbond to take watcher 1's stake out at once", network=network,
+    )  # fmt: skip
+    after = _grow_until_decided(network, origin, "PAK-unbonded", cosigners=2)
+    decision = after["last_decision"]
+    assert not decision["final"] and decision["active_stake"] == 3000, after
+    assert decision["cosigning_stake"] == 2000 and decision["cosigners"] == 2, after
+    unbonded = next(
+        w for w in pak.http.get(f"/v1/corridors/{C}/watchers").json()["watchers"] if not w["active"]
+    )
+    assert unbonded["unbonding_since"] and unbonded["bonded"] == 1000
+    for watcher in (watchers[0], watchers[1], watchers[3]):
         assert watcher.child.stop() == 0

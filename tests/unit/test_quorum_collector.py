@@ -159,7 +159,7 @@ async def test_three_of_four_watchers_make_a_checkpoint_final_two_do_not(pair: A
     for key in (w1, w2):
         await pak._on_cosignature(announcement(PAK, key.name, watcher_note(pak.store, PAK, size, key)))
     assert pak.quorum.final_size(PAK) == 4
-    assert set(pak.quorum.last_decisions[PAK].missing) == {"stake", "watchers"}
+    assert set(pak.quorum.last_decisions[PAK][1].missing) == {"stake", "watchers"}
     assert pak.quorum.finality(PAK, size - 1)["quorum_final"] is False
     assert pak.quorum.finality(PAK, size - 1)["counterparty_cosigned"] is True
     await pak._on_cosignature(announcement(PAK, w3.name, watcher_note(pak.store, PAK, size, w3)))
@@ -177,7 +177,7 @@ async def test_watcher_quorum_without_the_counterparty_is_not_final(pair: Any) -
     note = watcher_note(pak.store, PAK, size, *WATCHERS)
     await pak._on_cosignature(announcement(PAK, WATCHERS[0].name, note))
     assert pak.quorum.final_size(PAK) == 4
-    assert pak.quorum.last_decisions[PAK].missing == ("counterparty",)
+    assert pak.quorum.last_decisions[PAK][1].missing == ("counterparty",)
 
 
 async def test_an_unbonded_watcher_stops_counting_at_once(pair: Any) -> None:
