@@ -9,6 +9,7 @@ POST     /v1/corridors/{corridor}/transitions            201 + receipt (or {"rec
                                                          {"transitions": [...]} batch) once durable
 GET      /v1/corridors/{corridor}/status                 both logs' heads, replica lag, peers, finality
 GET      /v1/corridors/{corridor}/watchers               the stake ledger: watchers, bonded, active
+GET      /v1/corridors/{corridor}/lifecycle              lifecycle state, allowed kinds, history
 GET      /v1/logs/{origin}/receipts/{sequence}           the receipt (canonical JSON)
 GET      /v1/logs/{origin}/receipts/{sequence}/finality  {"receipt_signed", "counterparty_cosigned",
                                                          "quorum_final", "quorum_final_size"}
@@ -62,6 +63,8 @@ _STATUS = {
     "unauthorized": 401,
     "unknown-corridor": 404,
     "unknown-origin": 404,
+    "corridor-state": 409,
+    "already-recorded": 409,
     "not-found": 404,
     "bad-index": 404,
     "too-large": 413,
@@ -88,6 +91,9 @@ class StatusSource(Protocol):
 
     def corridor_status(self, corridor_id: str) -> dict[str, Any]:
         """JSON-ready status of one corridor."""
+
+    def corridor_lifecycle(self, corridor_id: str) -> dict[str, Any]:
+        """JSON-ready lifecycle state and history of one corridor (design §9)."""
 
 
 class FinalitySource(Protocol):
@@ -134,10 +140,14 @@ def _guard(handler: Handler) -> Handler:
     return guarded
 
 
-API_KINDS: frozenset[str] = frozenset({"transfer", "attestation", "watcher.bond", "watcher.unbond"})
+API_KINDS: frozenset[str] = frozenset(
+    {"transfer", "attestation", "lifecycle", "watcher.bond", "watcher.unbond"}
+)
 """Kinds a client may submit. ``ack`` receipts are written only by the node's witness, after it has
 cosigned the counterparty's checkpoint: a client must not be able to make the log claim an ack.
-``watcher.*`` requests carry the watcher's own signature, which the receipt rules verify."""
+``watcher.*`` requests carry the watcher's own signature, which the receipt rules verify;
+``lifecycle`` transitions carry the parties' signatures, which the lifecycle gate verifies against
+the corridor's registered keys (``node.lifecycle``)."""
 
 
 def _check_api_kind(kind: object) -> None:
@@ -261,6 +271,9 @@ def build_app(ctx: ApiContext) -> Starlette:
         corridor_id = request.path_params["corridor"]
         return JSONResponse(ctx.status.corridor_status(corridor_id))
 
+    async def lifecycle(request: Request) -> Response:
+        return JSONResponse(ctx.status.corridor_lifecycle(request.path_params["corridor"]))
+
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -275,6 +288,7 @@ def build_app(ctx: ApiContext) -> Starlette:
         Route("/v1/corridors/{corridor}/transitions", _guard(submit), methods=["POST"]),
         Route("/v1/corridors/{corridor}/status", _guard(status), methods=["GET"]),
         Route("/v1/corridors/{corridor}/watchers", _guard(watchers), methods=["GET"]),
+        Route("/v1/corridors/{corridor}/lifecycle", _guard(lifecycle), methods=["GET"]),
         Route("/v1/logs/{origin:path}/receipts/{sequence:int}/finality", _guard(finality), methods=["GET"]),
         Route("/v1/logs/{origin:path}/receipts/{sequence:int}", _guard(receipt), methods=["GET"]),
         Route("/v1/logs/{origin:path}/checkpoint", _guard(checkpoint), methods=["GET"]),

@@ -8,8 +8,10 @@ against the folder of the configuration file.
 
 from __future__ import annotations
 
+import json
 import secrets
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ import tomli_w
 
 from protocol.errors import LocalProtocolError, PeerProtocolError
 from protocol.keys import SigningKey, VerifierKey
+from protocol.lifecycle import check_definition
 from protocol.schemas import load_schema
 
 from .keyfile import load_signing_key, write_secret_file
@@ -57,6 +60,17 @@ class CorridorConfig:
     checkpoint_interval: int = 2
     min_watchers: int = 3
     """Quorum policy: distinct active watchers a checkpoint needs to be final (design §7)."""
+    definition: Mapping[str, Any] | None = field(default=None, compare=False)
+    """The corridor definition (``configs/corridors/<id>.json``) if the config names one: its policy
+    is the corridor's, and DRAFT -> PENDING must bind its digest."""
+    party: str = ""
+    """Our jurisdiction code in this corridor (``PAK`` in ``PAK-KSA``); the other is the counterparty."""
+
+    @property
+    def counterparty_party(self) -> str:
+        """The counterparty's jurisdiction code."""
+        first, second = self.id.split("-")
+        return second if self.party == first else first
 
     @property
     def peer_ids(self) -> tuple[str, ...]:
@@ -172,6 +186,11 @@ def load_config(path: str | Path) -> NodeConfig:
             )
         if entry["origin"] == entry["counterparty_origin"]:
             raise ConfigError(f"{where}.counterparty_origin", "must differ from our own origin")
+        definition = None
+        if "definition" in entry:
+            definition = _load_definition(base / entry["definition"], entry, f"{where}.definition")
+            if "min_watchers" in entry:
+                raise ConfigError(f"{where}.min_watchers", "comes from the corridor definition's policy")
         corridors.append(
             CorridorConfig(
                 id=entry["id"],
@@ -181,7 +200,11 @@ def load_config(path: str | Path) -> NodeConfig:
                 peers=tuple(entry["peers"]),
                 checkpoint_every=entry.get("checkpoint_every", 100),
                 checkpoint_interval=entry.get("checkpoint_interval", 2),
-                min_watchers=entry.get("min_watchers", 3),
+                min_watchers=(
+                    definition["policy"]["min_watchers"] if definition else entry.get("min_watchers", 3)
+                ),
+                definition=definition,
+                party=node["jurisdiction"],
             )
         )
     config = NodeConfig(
@@ -205,6 +228,26 @@ def load_config(path: str | Path) -> NodeConfig:
         except LocalProtocolError as exc:
             raise ConfigError("node.signing_key", exc.message) from exc
     return config
+
+
+def _load_definition(path: Path, entry: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The corridor definition at ``path``, checked, and naming this corridor's two origins."""
+    try:
+        definition: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(where, f"cannot read the corridor definition {path}: {exc}") from exc
+    try:
+        check_definition(definition)
+    except PeerProtocolError as exc:
+        raise ConfigError(where, f"{path}: {exc.reason}: {exc.message}") from exc
+    if definition["id"] != entry["id"]:
+        raise ConfigError(where, f"{path} defines corridor {definition['id']}, not {entry['id']}")
+    origins = {party["origin"] for party in definition["parties"]}
+    if origins != {entry["origin"], entry["counterparty_origin"]}:
+        raise ConfigError(
+            where, f"{path} names the origins {sorted(origins)}, not this corridor's origin and counterparty"
+        )
+    return definition
 
 
 def write_initial_config(

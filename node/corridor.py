@@ -44,6 +44,8 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
+from fractions import Fraction
 from typing import Any, Final
 
 import trio
@@ -57,7 +59,7 @@ from protocol.checkpoints import (
     parse_checkpoint,
     verify_cosignatures,
 )
-from protocol.errors import PeerProtocolError, SezError
+from protocol.errors import LocalProtocolError, PeerProtocolError, SezError
 from protocol.keys import ALG_COSIGNATURE_V1, SigningKey
 from protocol.notes import format_note, parse_note
 from protocol.quorum import QuorumPolicy
@@ -82,10 +84,11 @@ from protocol.wire import (
 from protocol.witness import check_witness_rule
 from store import LogStore, StoreError
 
-from .config import CorridorConfig
+from .config import JURISDICTION_NAMES, CorridorConfig
 from .ingest import Ingestor
+from .lifecycle import LifecycleTracker
 from .p2p import GossipMessage, P2PHost, Verdict
-from .quorum import QuorumCollector
+from .quorum import STAKE_CURRENCY, QuorumCollector
 from .replica import Outcome, Replica
 from .runtime import Kick
 from .sync_server import answer
@@ -101,6 +104,36 @@ SYNC_INTERVAL: Final = 2.0
 SYNC_BACKOFF_MAX: Final = 10.0
 ANNOUNCE_MIN_GAP: Final = 0.2
 """Seconds between two announcements of our checkpoint: a busy log is announced five times a second."""
+
+
+def _other(corridor_id: str, party: str) -> str:
+    first, second = corridor_id.split("-")
+    return second if party == first else first
+
+
+def _party_of(config: CorridorConfig) -> str:
+    """Our party code when the config does not say: the corridor party whose host our origin names."""
+    host = config.origin.split("/", 1)[0]
+    for code, name in JURISDICTION_NAMES.items():
+        if name == host and code in config.id.split("-"):
+            return code
+    raise LocalProtocolError("bad-config", f"cannot tell which party of {config.id} writes {config.origin}")
+
+
+def _policy(config: CorridorConfig) -> tuple[QuorumPolicy, str, timedelta]:
+    """The quorum policy, stake currency and unbonding period: the definition's, or the defaults."""
+    if config.definition is None:
+        return QuorumPolicy(min_watchers=config.min_watchers), STAKE_CURRENCY, timedelta(days=7)
+    policy = config.definition["policy"]
+    return (
+        QuorumPolicy(
+            threshold=Fraction(policy["quorum"]),
+            min_watchers=policy["min_watchers"],
+            require_counterparty=policy.get("require_counterparty", True),
+        ),
+        policy.get("stake_currency", STAKE_CURRENCY),
+        timedelta(seconds=policy.get("unbonding_period_seconds", 7 * 86400)),
+    )
 
 
 def topic(corridor_id: str, kind: str) -> str:
@@ -158,7 +191,16 @@ class CorridorService:
         self.counterparty_origin = config.counterparty_origin
         self.counterparty_key = config.counterparty_key
         self.counterparty_cosigner = config.counterparty_key.with_alg(ALG_COSIGNATURE_V1)
-        self.writer = LogWriter(store, config.id, self.key, on_batch=self._publish_batch)
+        party = config.party or _party_of(config)
+        self.lifecycle = LifecycleTracker(
+            store, config.id, (self.origin, self.counterparty_origin),
+            {party: self.key.verifier(), _other(config.id, party): config.counterparty_key},
+            definition=config.definition,
+        )  # fmt: skip
+        self.writer = LogWriter(
+            store, config.id, self.key, on_batch=self._publish_batch,
+            gate=functools.partial(self.lifecycle.gate, self.origin),
+        )  # fmt: skip
         self.replica = Replica(store, config.id, config.counterparty_key, ingestor)
         self.stats = CorridorStatistics()
         self._now = now
@@ -174,9 +216,11 @@ class CorridorService:
             self.origin: self.counterparty_cosigner,
             self.counterparty_origin: self.key.verifier(ALG_COSIGNATURE_V1),
         }
+        policy, currency, unbonding = _policy(config)
         self.quorum = QuorumCollector(
-            store, config.id, cosigners, policy=QuorumPolicy(min_watchers=config.min_watchers), now=now
-        )
+            store, config.id, cosigners, policy=policy, stake_currency=currency,
+            unbonding_period=unbonding, now=now,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ running
 
@@ -591,6 +635,7 @@ class CorridorService:
                 "acked_size": state.get("acked_size", 0),
             },
             "counterparty_cosigned_size": cosigned_ours,
+            "lifecycle": str(self.lifecycle.state().state),
             "finality": self.quorum.status(),
             "stake": self.quorum.watchers(),
             "peers": {

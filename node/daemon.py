@@ -103,6 +103,10 @@ class Daemon:
         """Status of one corridor (API)."""
         return self._service(corridor_id).status()
 
+    def corridor_lifecycle(self, corridor_id: str) -> dict[str, Any]:
+        """Lifecycle state and history of one corridor (API)."""
+        return self._service(corridor_id).lifecycle.status()
+
     def _service(self, corridor_id: str) -> CorridorService:
         service = self.services.get(corridor_id)
         if service is None:

@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 
 from protocol.keys import SigningKey
+from protocol.lifecycle import activation, definition_digest
 from protocol.light import verify_receipt_bundle
 
 from .config import JURISDICTION_NAMES, write_initial_config
@@ -48,6 +49,9 @@ CURRENCIES = {
     "PAK-UAE": ("PKR", "AED", "USD"),
     "PAK-CHN": ("PKR", "CNY", "USD"),
 }
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+"""The shipped corridor definitions (``configs/corridors/<id>.json``) and devnet description."""
+ACTIVATION_RECEIPTS = 2
 READY_TIMEOUT = 60.0
 CONVERGE_TIMEOUT = 120.0
 
@@ -126,6 +130,7 @@ def _write_network(base: Path) -> dict[str, _Node]:
                 "counterparty_vkey": SigningKey(other.origin(corridor), other.key.seed).verifier().to_vkey(),
                 "peers": [f"/ip4/127.0.0.1/tcp/{other.p2p_port}/p2p/{other.peer_id}"],
                 "checkpoint_every": 200, "checkpoint_interval": 1,
+                "definition": str(CONFIGS / "corridors" / f"{corridor}.json"),
             })  # fmt: skip
         write_initial_config(
             node.directory, jurisdiction=jurisdiction, listen=f"/ip4/127.0.0.1/tcp/{node.p2p_port}",
@@ -158,6 +163,25 @@ def _wait_ready(node: _Node, deadline: float) -> None:
         except ValueError:
             continue
     raise RuntimeError(f"{node.jurisdiction} did not become ready; see {node.directory / 'node.log'}")
+
+
+def _activate(nodes: dict[str, _Node]) -> None:
+    """Take every corridor from DRAFT to ACTIVE: both parties sign; each records it in its own log."""
+    for corridor in CORRIDORS:
+        parties = corridor.split("-")
+        definition = json.loads((CONFIGS / "corridors" / f"{corridor}.json").read_text(encoding="utf-8"))
+        signers = {party: nodes[party].key for party in parties}
+        payloads = activation(corridor, signers, definition_digest(definition).hex(), reason="devnet")
+        body = {"transitions": [{"kind": "lifecycle", "payload": payload} for payload in payloads]}
+        for party in parties:
+            node = nodes[party]
+            response = httpx.post(
+                f"{node.url}/v1/corridors/{corridor}/transitions", json=body,
+                headers={"Authorization": f"Bearer {node.token}"}, timeout=30, trust_env=False,
+            )  # fmt: skip
+            if response.status_code != 201:
+                raise RuntimeError(f"{party} refused the activation of {corridor}: {response.text}")
+        print(f"devnet: {corridor} DRAFT -> PENDING -> ACTIVE, signed by {' and '.join(parties)}")
 
 
 def _stop(node: _Node, timeout: float = 15.0) -> int | None:
@@ -250,11 +274,12 @@ def _summary(nodes: dict[str, _Node], traffic: _Traffic) -> dict[str, Any]:
             submitted = traffic.submitted.get(origin, 0)
             stored = own["log"]["size"]
             acks = own["stats"]["acks_written"]
-            lost = max(0, submitted - (stored - acks))
+            lifecycle = ACTIVATION_RECEIPTS  # DRAFT -> PENDING -> ACTIVE, recorded by each party
+            lost = max(0, submitted - (stored - acks - lifecycle))
             lost_total += lost
             entry[origin] = {
                 "submitted": submitted, "refused": traffic.refused.get(origin, 0), "stored": stored,
-                "acks": acks, "replicated": remote["counterparty"]["size"],
+                "acks": acks, "lifecycle": lifecycle, "replicated": remote["counterparty"]["size"],
                 "counterparty_cosigned": own["counterparty_cosigned_size"], "lost": lost,
             }  # fmt: skip
         corridors[corridor] = entry
@@ -304,6 +329,7 @@ def run_devnet(*, rate: float, duration: float, directory: Path | None, summary_
         for node in nodes.values():
             _wait_ready(node, deadline)
             print(f"devnet: {node.jurisdiction} ready: http {node.url}, peer {node.peer_id}")
+        _activate(nodes)
         drivers: list[threading.Thread] = []
         for corridor in CORRIDORS:
             for party in corridor.split("-"):

@@ -25,7 +25,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -38,7 +38,7 @@ from protocol.notes import format_note
 from protocol.receipts import KNOWN_KINDS, Receipt, build_receipt, verify_receipt
 from store import AppendResult, LogStore
 
-__all__ = ["CommittedBatch", "LogWriter", "WriterStatistics"]
+__all__ = ["Admitter", "CommittedBatch", "LogWriter", "WriterStatistics"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,16 @@ QUEUE_SIZE = 4096
 def utc_timestamp() -> str:
     """Now, as a receipt timestamp ``YYYY-MM-DDTHH:MM:SSZ``."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Admitter(Protocol):
+    """Decides, receipt by receipt in sequence order, whether a batch may hold a transition.
+
+    :class:`node.lifecycle.LifecycleGate` is the one the daemon uses (the corridor lifecycle).
+    """
+
+    def admit(self, kind: str, payload: Mapping[str, Any]) -> None:
+        """Raise a :class:`SezError` (the submitter's answer) to refuse; return to admit."""
 
 
 @dataclass(slots=True)
@@ -104,6 +114,7 @@ class LogWriter:
         on_batch: Callable[[CommittedBatch], Awaitable[None]] | None = None,
         max_batch: int = DEFAULT_MAX_BATCH,
         now: Callable[[], str] = utc_timestamp,
+        gate: Callable[[], Admitter] | None = None,
     ) -> None:
         self.store = store
         self.corridor_id = corridor_id
@@ -113,6 +124,8 @@ class LogWriter:
         self.max_batch = max_batch
         self._now = now
         self._on_batch = on_batch
+        self.gate = gate
+        """Admits each receipt of a batch (the corridor lifecycle); None admits every kind."""
         self._send, self._receive = trio.open_memory_channel[_Submission](QUEUE_SIZE)
         self._batches = 0
         self._receipts = 0
@@ -244,12 +257,15 @@ class LogWriter:
         prev, seq = head.last_next_root, head.size
         accepted: list[_Submission] = []
         receipts: list[Receipt] = []
+        gate = self.gate() if self.gate is not None else None
         for submission in batch:
             try:
                 receipt = build_receipt(
                     key=self.key, corridor_id=self.corridor_id, sequence=seq, timestamp=timestamp,
                     prev_root=prev, kind=submission.kind, payload=submission.payload,
                 )  # fmt: skip
+                if gate is not None:  # in sequence order: a lifecycle receipt changes what follows it
+                    gate.admit(submission.kind, submission.payload)
             except SezError as exc:
                 submission.error = exc
                 submission.done.set()

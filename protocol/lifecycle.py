@@ -66,16 +66,20 @@ __all__ = [
     "CorridorState",
     "EvidenceVerifier",
     "Lifecycle",
+    "MergedLifecycle",
     "QuorumVerifier",
+    "Rejected",
     "Rule",
     "State",
     "Transition",
+    "activation",
     "allowed_kinds",
     "apply",
     "check_definition",
     "check_payload",
     "definition_digest",
     "fold",
+    "merge",
     "mermaid",
     "sign",
     "signing_digest",
@@ -563,3 +567,111 @@ def fold(
         )
         current = after
     return Lifecycle(current, tuple(history))
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A ``lifecycle`` payload of a log that can never apply (bad signature, wrong corridor, ...)."""
+
+    log: int
+    position: int
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class MergedLifecycle:
+    """The result of :func:`merge`: the corridor's lifecycle read from both of its logs.
+
+    Attributes:
+        lifecycle: the state and the history of applied transitions (each transition once).
+        rejected: payloads that failed for a reason other than the state (kept for the API).
+        waiting: per log, payloads not applied yet because they start from a state the corridor
+            has not reached (they apply once the other log's transitions are read).
+    """
+
+    lifecycle: Lifecycle
+    rejected: tuple[Rejected, ...]
+    waiting: tuple[int, ...]
+
+
+_WAITING_REASONS: Final = frozenset({"illegal-transition", "wrong-from-state"})
+
+
+def merge(
+    corridor_id: str,
+    logs: Iterable[Iterable[Mapping[str, Any]]],
+    registered_keys: Mapping[str, VerifierKey],
+    *,
+    verify_evidence: EvidenceVerifier | None = None,
+    verify_quorum: QuorumVerifier | None = None,
+) -> MergedLifecycle:
+    """The lifecycle of ``corridor_id`` from the ``lifecycle`` payloads of its two logs.
+
+    Each party records transitions in its own log, so the same transition (the same signed payload)
+    may be in both logs, and the logs interleave in no global order. The merge is deterministic and
+    needs no clock: pass the logs in a fixed order (the node sorts them by origin). Repeatedly, the
+    first log whose next payload applies to the current state applies it; a payload whose
+    :func:`signing_digest` was already applied is skipped (the other party recorded it too); one that
+    fails for a reason other than the state (a bad signature, another corridor, a forged evidence)
+    is rejected and skipped; one that starts from a state not reached yet waits. Every node holding
+    the same two logs derives the same state.
+    """
+    queues = [list(log) for log in logs]
+    heads = [0] * len(queues)
+    current = CorridorState(corridor_id=corridor_id)
+    applied: set[bytes] = set()
+    history: list[Transition] = []
+    rejected: list[Rejected] = []
+    progress = True
+    while progress:
+        progress = False
+        for log, queue in enumerate(queues):
+            while heads[log] < len(queue):
+                payload = queue[heads[log]]
+                digest = signing_digest(payload) if isinstance(payload, Mapping) else b""
+                if digest in applied:
+                    heads[log] += 1
+                    continue
+                try:
+                    after, signers = _apply(current, payload, registered_keys, verify_evidence, verify_quorum)
+                except PeerProtocolError as exc:
+                    if exc.reason in _WAITING_REASONS:
+                        break
+                    rejected.append(Rejected(log, heads[log], exc.reason, exc.message))
+                    heads[log] += 1
+                    continue
+                history.append(
+                    Transition(
+                        index=len(history), from_state=current.state, to_state=after.state,
+                        reason=payload["reason"], digest=digest.hex(), signers=signers,
+                    )
+                )  # fmt: skip
+                applied.add(digest)
+                current = after
+                heads[log] += 1
+                progress = True
+    waiting = tuple(len(queue) - head for queue, head in zip(queues, heads, strict=True))
+    return MergedLifecycle(Lifecycle(current, tuple(history)), tuple(rejected), waiting)
+
+
+def activation(
+    corridor_id: str, signers: Mapping[str, SigningKey], definition_hex: str, *, reason: str = "activation"
+) -> list[dict[str, Any]]:
+    """DRAFT -> PENDING -> ACTIVE for ``corridor_id``, each payload signed by every key of ``signers``.
+
+    For the devnet and tests, where one program holds both parties' keys; two real jurisdictions
+    exchange the payloads instead (``sez-node lifecycle sign``).
+    """
+    steps = [(State.DRAFT, State.PENDING), (State.PENDING, State.ACTIVE)]
+    payloads = []
+    for source, target in steps:
+        payload = {
+            "corridor_id": corridor_id,
+            "from": str(source),
+            "to": str(target),
+            "reason": f"{reason}: {target}",
+            "definition_digest": definition_hex,
+        }
+        payloads.append(sign(payload, signers))
+    return payloads

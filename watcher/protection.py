@@ -61,6 +61,12 @@ def _evidence_item(note: bytes, reason: str) -> bytes:
     return packed
 
 
+def _is_evidence_entry(item: object) -> bool:
+    return (
+        isinstance(item, dict) and isinstance(item.get("note"), str) and isinstance(item.get("reason"), str)
+    )
+
+
 def _checkpoint_of(record: Mapping[str, Any], origin: str) -> Checkpoint:
     return Checkpoint(origin=origin, size=int(record["size"]), root=bytes(record["root"]))
 
@@ -215,10 +221,14 @@ class Protection:
         if not isinstance(cosigned, list) or not all(isinstance(text, str) for text in cosigned):
             raise ProtectionError("bad-protection-file", f"{where}.cosigned must be a list of notes")
         if not isinstance(evidence, list) or not all(
-            isinstance(item, dict) and isinstance(item.get("note"), str) and isinstance(item.get("reason"), str)
+            isinstance(item, dict)
+            and isinstance(item.get("note"), str)
+            and isinstance(item.get("reason"), str)
             for item in evidence
         ):
-            raise ProtectionError("bad-protection-file", f"{where}.evidence must be a list of {{note, reason}}")
+            raise ProtectionError(
+                "bad-protection-file", f"{where}.evidence must be a list of {{note, reason}}"
+            )
         held_cosigned = set(self.cosigned_history(origin))
         held_evidence = {item["note"] for item in self.evidence(origin)}
         items: list[tuple[str, bytes]] = []

@@ -41,6 +41,7 @@ from node.config import JURISDICTION_NAMES, write_initial_config
 from node.keyfile import write_secret_file
 from node.p2p import generate_identity, peer_id_of, save_identity
 from protocol.keys import SigningKey, VerifierKey
+from protocol.lifecycle import activation, definition_digest
 from store import LogStore
 from store.fsck import FsckReport, fsck
 
@@ -156,6 +157,10 @@ class NodeSpec:
     """The node's signing key (one seed for every origin of the node)."""
     origins: dict[str, str] = field(default_factory=dict)
     """corridor id -> the origin of the log this node writes in it."""
+    activations: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """corridor id -> the lifecycle payloads (DRAFT -> PENDING -> ACTIVE, signed by both parties)
+    this node records in its log when it first becomes ready (empty: the corridor stays DRAFT)."""
+    activated: bool = False
 
     @property
     def name(self) -> str:
@@ -181,6 +186,10 @@ class NodeSpec:
         return SigningKey(self.origin(corridor), self.key.seed).verifier()
 
 
+ACTIVATION_RECEIPTS = 2
+"""The lifecycle receipts (DRAFT -> PENDING -> ACTIVE) at the start of every log of an activated network."""
+
+
 def make_network(
     tmp_path: Path,
     jurisdictions: Sequence[str],
@@ -189,8 +198,14 @@ def make_network(
     extra_peers: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
     checkpoint_every: int = 100,
     checkpoint_interval: int = 1,
+    activate: bool = True,
 ) -> Network:
     """Write a node directory per jurisdiction under ``tmp_path`` and return the :class:`Network`.
+
+    With ``activate`` (the default), each node records the corridor's activation (the two lifecycle
+    transitions DRAFT -> PENDING -> ACTIVE, signed with both parties' keys) as the first two receipts
+    of each of its logs when it first becomes ready, so that every log of the network starts with
+    exactly those two receipts, whichever node starts first.
 
     Each corridor ``A-B`` is configured on node A and node B with the other as counterparty (its log's
     origin, verifier key and peer address). ``extra_peers[corridor][jurisdiction]`` lists more peer
@@ -217,6 +232,11 @@ def make_network(
             raise ValueError(f"corridor {corridor} needs both of its parties among {list(specs)}")
         for party in parties:
             specs[party].origins[corridor] = f"{specs[party].name}/corridor/{corridor}"
+        if activate:
+            signers = {party: specs[party].key for party in parties}
+            payloads = activation(corridor, signers, definition_digest({"id": corridor}).hex())
+            for party in parties:
+                specs[party].activations[corridor] = payloads
     for jurisdiction, spec in specs.items():
         entries = []
         for corridor in corridors:
@@ -408,6 +428,12 @@ class NodeProcess(ChildProcess):
         assert ready["event"] == "ready", line
         assert ready["peer_id"] == self.spec.peer_id, (ready, self.spec.peer_id)
         self.ready = ready
+        if not self.spec.activated:
+            self.spec.activated = True
+            for corridor, payloads in self.spec.activations.items():
+                body = {"transitions": [{"kind": "lifecycle", "payload": p} for p in payloads]}
+                response = self.http.post(f"/v1/corridors/{corridor}/transitions", json=body)
+                assert response.status_code == 201, (corridor, response.text)
         return ready
 
     # -- HTTP -----------------------------------------------------------------------------

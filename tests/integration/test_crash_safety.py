@@ -136,6 +136,9 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_batch(tmp_path: Path) -
                 assert any(line.startswith("READY") for line in lines), (
                     f"run {run}: no READY within {READY_TIMEOUT}s: {errors.read_text()}"
                 )
+                # The first commit after READY, then the random delay: the kills land among the
+                # commits that follow however slow the machine is (no fixed timing to outrun).
+                lines += reader.read(time.monotonic() + READY_TIMEOUT, until_first="ACK")
                 lines += reader.read(time.monotonic() + delay)
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=10)

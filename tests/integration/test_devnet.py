@@ -25,7 +25,7 @@ def test_short_devnet_converges_and_loses_nothing(tmp_path: Path) -> None:
         assert len(origins) == 2, corridor
         for origin, row in origins.items():
             assert row["submitted"] > 0 and row["refused"] == 0, (origin, row)
-            assert row["stored"] == row["submitted"] + row["acks"], (origin, row)
+            assert row["stored"] == row["submitted"] + row["acks"] + row["lifecycle"], (origin, row)
             assert row["replicated"] == row["stored"], (origin, row)  # the counterparty holds all of it
             assert row["counterparty_cosigned"] > 0, (origin, row)
     assert proc.stdout.count("light client:") == 3

@@ -27,6 +27,7 @@ from protocol.lifecycle import (
     check_payload,
     definition_digest,
     fold,
+    merge,
     mermaid,
     sign,
     signing_digest,
@@ -568,3 +569,52 @@ def test_random_sequences_never_leave_the_table(steps: list[tuple[State, str, st
         if seen_deprecated:
             assert current.state == State.DEPRECATED
         seen_deprecated = current.state == State.DEPRECATED
+
+
+# --- both logs of a corridor ------------------------------------------------------------------
+
+
+def _activation() -> list[dict[str, Any]]:
+    return [signed(unsigned(State.DRAFT, State.PENDING)), signed(unsigned(State.PENDING, State.ACTIVE))]
+
+
+def test_merge_reads_one_transition_recorded_in_both_logs_once() -> None:
+    steps = _activation()
+    for logs in ([steps, steps], [steps, []], [[], steps], [steps[:1], steps]):
+        merged = merge(CORRIDOR, logs, REGISTERED)
+        assert merged.lifecycle.state.state == State.ACTIVE
+        assert [t.to_state for t in merged.lifecycle.history] == [State.PENDING, State.ACTIVE]
+        assert merged.rejected == () and merged.waiting == (0, 0)
+
+
+def test_merge_interleaves_the_logs_whatever_the_order() -> None:
+    """PENDING->ACTIVE in one log, then a suspension in the other: both orders of the logs agree."""
+    first, second = _activation()
+    suspend = signed(unsigned(State.ACTIVE, State.SUSPENDED, authority="KSA"))
+    resume = signed(unsigned(State.SUSPENDED, State.ACTIVE, authority="KSA"))
+    a, b = [first, second, resume], [suspend]
+    for logs in ([a, b], [b, a]):
+        merged = merge(CORRIDOR, logs, REGISTERED)
+        assert [t.to_state for t in merged.lifecycle.history] == [
+            State.PENDING, State.ACTIVE, State.SUSPENDED, State.ACTIVE,
+        ]  # fmt: skip
+    # Without the suspension the resumption waits; nothing is rejected.
+    merged = merge(CORRIDOR, [a, []], REGISTERED)
+    assert merged.lifecycle.state.state == State.ACTIVE and merged.waiting == (1, 0)
+
+
+def test_merge_rejects_a_forged_payload_and_goes_on() -> None:
+    first, second = _activation()
+    forged = copy.deepcopy(second)
+    forged["signatures"][0]["signature"] = forged["signatures"][1]["signature"]
+    stranger = sign(unsigned(State.PENDING, State.ACTIVE), {"PAK": STRANGER, "KSA": KEYS["KSA"]})
+    merged = merge(CORRIDOR, [[first, forged, stranger, second], []], REGISTERED)
+    assert merged.lifecycle.state.state == State.ACTIVE
+    assert [(r.position, r.reason) for r in merged.rejected] == [(1, "bad-signature"), (2, "unknown-signer")]
+
+
+def test_merge_refuses_another_corridors_payload() -> None:
+    other = sign(unsigned(State.DRAFT, State.PENDING, corridor="PAK-UAE"), UAE_KEYS)
+    merged = merge(CORRIDOR, [[other], []], REGISTERED)
+    assert merged.lifecycle.state.state == State.DRAFT
+    assert [r.reason for r in merged.rejected] == ["wrong-corridor"]

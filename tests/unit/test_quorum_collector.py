@@ -143,7 +143,14 @@ async def test_bonds_become_active_by_bilateral_bootstrap_finality(pair: Any) ->
     assert ksa.quorum.ledger().active_weights() == ledger.active_weights()
     # Status and finality answers.
     status = pak.status()
-    assert status["finality"][PAK] == {"quorum_final_size": 4, "active_watchers": 4, "active_stake": 400}
+    finality = status["finality"][PAK]
+    assert {k: finality[k] for k in ("quorum_final_size", "active_watchers", "active_stake")} == {
+        "quorum_final_size": 4, "active_watchers": 4, "active_stake": 400,
+    }  # fmt: skip
+    assert finality["last_decision"] == {
+        "size": 4, "final": True, "cosigning_stake": 0, "active_stake": 0, "cosigners": 0,
+        "missing": [], "bootstrap": True,
+    }  # fmt: skip
     assert status["stake"]["active"] == 400 and len(status["stake"]["watchers"]) == 4
     assert pak.quorum.finality(PAK, 3) == {
         "receipt_signed": True, "counterparty_cosigned": True, "quorum_final": True, "quorum_final_size": 4,

@@ -1,0 +1,239 @@
+"""A corridor's lifecycle as one node tracks and enforces it (design §9).
+
+Theory of operation
+-------------------
+The state is :func:`protocol.lifecycle.merge` over the ``lifecycle`` receipts of the corridor's two
+logs (ours and the counterparty's replica, in origin order), so both nodes derive the same state
+from the same logs. Each party may record a transition in its own log; a transition recorded by both
+counts once. The tracker reads only receipts appended since its last read (a byte search for the
+``lifecycle`` kind; only candidates are parsed) and re-merges when a new one appears.
+
+**Enforcement** is in the writer (:meth:`LifecycleGate.admit`, called for every receipt while the
+batch is built, in sequence order): a kind the current state does not allow is refused with
+``corridor-state`` naming the state; a ``lifecycle`` payload must apply to the state reached so far
+(including earlier receipts of the same batch) under the corridor's registered keys. A transition
+already applied from the other party's log may be recorded in ours too (each log then commits to
+it; the merge counts it once); one already in our own log is refused with ``already-recorded``. If
+the node has the corridor definition, DRAFT -> PENDING must bind that definition's digest.
+
+Receipts in the counterparty's log are never refused for their kind: its log is its own and signed;
+a lifecycle payload in it that does not verify is reported (``rejected`` in the API) and ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from protocol.errors import LocalProtocolError, PeerProtocolError
+from protocol.keys import VerifierKey
+from protocol.lifecycle import (
+    CorridorState,
+    EvidenceVerifier,
+    MergedLifecycle,
+    State,
+    allowed_kinds,
+    apply,
+    definition_digest,
+    merge,
+    signing_digest,
+)
+from store import LogStore, StoreError
+
+__all__ = ["LifecycleGate", "LifecycleTracker"]
+
+log = logging.getLogger(__name__)
+
+_MARK = b'"kind":"lifecycle"'
+
+
+class LifecycleTracker:
+    """The lifecycle of one corridor read from the store (thread-safe; every method is synchronous).
+
+    Args:
+        store: the node's store (both logs of the corridor).
+        corridor_id: ``AAA-BBB``.
+        origins: the corridor's two origins (any order: merged in sorted order).
+        registered_keys: party code -> its registered Ed25519 key (the parties' log keys).
+        definition: the corridor definition this node was configured with, if any.
+        verify_evidence: the fork-evidence verifier for ACTIVE -> HALTED (None: halts are refused).
+    """
+
+    def __init__(
+        self,
+        store: LogStore,
+        corridor_id: str,
+        origins: Sequence[str],
+        registered_keys: Mapping[str, VerifierKey],
+        *,
+        definition: Mapping[str, Any] | None = None,
+        verify_evidence: EvidenceVerifier | None = None,
+    ) -> None:
+        self.store = store
+        self.corridor_id = corridor_id
+        self.origins = tuple(sorted(origins))
+        self.registered_keys = dict(registered_keys)
+        self.definition_digest = definition_digest(definition).hex() if definition is not None else None
+        self.verify_evidence = verify_evidence
+        self._lock = threading.RLock()
+        self._scanned = dict.fromkeys(self.origins, 0)
+        self._payloads: dict[str, list[dict[str, Any]]] = {origin: [] for origin in self.origins}
+        self._positions: dict[str, list[int]] = {origin: [] for origin in self.origins}
+        self._merged = merge(corridor_id, [[], []], self.registered_keys)
+        self._applied: frozenset[str] = frozenset()
+        self._recorded: dict[str, set[str]] = {origin: set() for origin in self.origins}
+
+    def _read(self) -> bool:
+        """Read lifecycle receipts appended since the last read; True if any was new."""
+        new = False
+        for origin in self.origins:
+            try:
+                head = self.store.head(origin).size
+            except StoreError:
+                continue  # the replica's origin is registered at its first receipt
+            start = self._scanned[origin]
+            if head <= start:
+                continue
+            for sequence, raw in self.store.iter_receipts(origin, start):
+                if sequence >= head:
+                    break
+                self._scanned[origin] = sequence + 1
+                if _MARK not in raw:
+                    continue
+                transition = json.loads(raw)["transition"]
+                if transition["kind"] == "lifecycle":
+                    self._recorded[origin].add(signing_digest(transition["payload"]).hex())
+                    self._payloads[origin].append(transition["payload"])
+                    self._positions[origin].append(sequence)
+                    new = True
+        return new
+
+    def merged(self) -> MergedLifecycle:
+        """The merged lifecycle of both logs as stored now."""
+        with self._lock:
+            if self._read():
+                self._merged = merge(
+                    self.corridor_id,
+                    [self._payloads[origin] for origin in self.origins],
+                    self.registered_keys,
+                    verify_evidence=self.verify_evidence,
+                )
+                self._applied = frozenset(t.digest for t in self._merged.lifecycle.history)
+                for rejected in self._merged.rejected:
+                    log.warning(
+                        "lifecycle payload ignored: %s: %s", rejected.reason, rejected.message,
+                        extra={"corridor": self.corridor_id, "origin": self.origins[rejected.log],
+                               "sequence": self._positions[self.origins[rejected.log]][rejected.position]},
+                    )  # fmt: skip
+            return self._merged
+
+    def state(self) -> CorridorState:
+        """The corridor's current state."""
+        return self.merged().lifecycle.state
+
+    def gate(self, origin: str) -> LifecycleGate:
+        """A gate for one batch of ``origin``'s writer, starting from the current state."""
+        with self._lock:
+            merged = self.merged()
+            return LifecycleGate(
+                self, merged.lifecycle.state, set(self._applied), set(self._recorded[origin])
+            )
+
+    def status(self) -> dict[str, Any]:
+        """JSON-ready state and history (API ``/v1/corridors/{id}/lifecycle``)."""
+        merged = self.merged()
+        state = merged.lifecycle.state
+        with self._lock:
+            rejected = [
+                {
+                    "origin": self.origins[r.log],
+                    "sequence": self._positions[self.origins[r.log]][r.position],
+                    "reason": r.reason,
+                    "message": r.message,
+                }
+                for r in merged.rejected
+            ]
+        return {
+            "corridor": self.corridor_id,
+            "state": str(state.state),
+            "allowed_kinds": sorted(allowed_kinds(state.state)),
+            "definition_digest": state.definition_digest,
+            "suspended_by": state.suspended_by,
+            "halt_evidence": state.halt_evidence,
+            "history": [
+                {
+                    "from": str(t.from_state),
+                    "to": str(t.to_state),
+                    "reason": t.reason,
+                    "digest": t.digest,
+                    "signers": list(t.signers),
+                }
+                for t in merged.lifecycle.history
+            ],
+            "rejected": rejected,
+            "waiting": dict(zip(self.origins, merged.waiting, strict=True)),
+        }
+
+
+class LifecycleGate:
+    """Admits the receipts of one writer batch in order (see the module docstring)."""
+
+    def __init__(
+        self, tracker: LifecycleTracker, state: CorridorState, applied: set[str], recorded: set[str]
+    ) -> None:
+        self.tracker = tracker
+        self.state = state
+        self.applied = applied
+        self.recorded = recorded
+
+    def admit(self, kind: str, payload: Mapping[str, Any]) -> None:
+        """Admit one receipt of ``kind``; for ``lifecycle``, advance the batch's state.
+
+        Raises:
+            LocalProtocolError: ``corridor-state`` (the kind is not allowed now; details name the
+                ``state``) or ``already-recorded`` (this transition is in our log already).
+            PeerProtocolError: the lifecycle payload does not apply (``illegal-transition``,
+                ``wrong-from-state``, ``bad-signature``, ``unknown-signer``,
+                ``definition-mismatch``, ...).
+        """
+        state = self.state.state
+        if kind not in allowed_kinds(state):
+            raise LocalProtocolError(
+                "corridor-state",
+                f"corridor {self.tracker.corridor_id} is {state}: {kind} receipts are not accepted",
+                state=str(state),
+                kind=kind,
+            )
+        if kind != "lifecycle":
+            return
+        digest = signing_digest(payload).hex()
+        if digest in self.recorded:
+            raise LocalProtocolError(
+                "already-recorded",
+                f"this {payload.get('from')} -> {payload.get('to')} transition is in our log already",
+                state=str(state),
+            )
+        if digest in self.applied:  # applied from the other party's log: ours records it too
+            self.recorded.add(digest)
+            return
+        expected = self.tracker.definition_digest
+        if (
+            expected is not None
+            and state == State.DRAFT
+            and payload.get("to") == State.PENDING
+            and payload.get("definition_digest") != expected
+        ):
+            raise PeerProtocolError(
+                "definition-mismatch",
+                "DRAFT -> PENDING must bind this node's corridor definition",
+                expected=expected,
+                got=payload.get("definition_digest"),
+            )
+        self.state = apply(
+            self.state, payload, self.tracker.registered_keys, verify_evidence=self.tracker.verify_evidence
+        )
+        self.applied.add(digest)
+        self.recorded.add(digest)
