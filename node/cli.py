@@ -17,6 +17,7 @@ from .client_cli import add_client_commands
 from .devnet import add_devnet_command
 from .log_cli import add_log_commands
 from .run_cli import add_run_command
+from .settle_cli import add_settle_commands
 
 __all__ = ["build_parser", "main"]
 
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_client_commands(sub)
     add_run_command(sub)
     add_devnet_command(sub)
+    add_settle_commands(sub)
     return parser
 
 
