@@ -10,6 +10,9 @@ POST     /v1/corridors/{corridor}/transitions            201 + receipt (or {"rec
 GET      /v1/corridors/{corridor}/status                 both logs' heads, replica lag, peers, finality
 GET      /v1/corridors/{corridor}/watchers               the stake ledger: watchers, bonded, active
 GET      /v1/corridors/{corridor}/lifecycle              lifecycle state, allowed kinds, history
+POST     /v1/corridors/{corridor}/settlements            201 + co-signed statement (bearer token), or the
+                                                         counterparty's refusal with its figures (409)
+GET      /v1/corridors/{corridor}/settlements            the settlement receipts of both logs
 GET      /v1/logs/{origin}/receipts/{sequence}           the receipt (canonical JSON)
 GET      /v1/logs/{origin}/receipts/{sequence}/finality  {"receipt_signed", "counterparty_cosigned",
                                                          "quorum_final", "quorum_final_size"}
@@ -48,6 +51,8 @@ from protocol.receipts import KNOWN_KINDS
 from protocol.tlog_proof import TlogProof
 from store import LogStore, StoreError
 
+from .settlement import http_status as settlement_status
+from .settlement import jsonable
 from .writer import LogWriter
 
 __all__ = ["MAX_BODY_BYTES", "ApiContext", "build_app", "problem"]
@@ -106,6 +111,16 @@ class FinalitySource(Protocol):
         """The corridor's stake ledger, JSON-ready."""
 
 
+class SettlementDesk(Protocol):
+    """What the API asks a corridor's settlement service (``node.settlement.SettlementService``)."""
+
+    async def settle(self) -> dict[str, Any]:
+        """Propose the next window; the co-signed statement and our receipt."""
+
+    async def settlements(self) -> dict[str, Any]:
+        """The settlement receipts of both logs."""
+
+
 @dataclass
 class ApiContext:
     """Everything the API reads or writes."""
@@ -119,6 +134,8 @@ class ApiContext:
     """Quorum finality and stake (the daemon); without it those routes answer 404."""
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     on_request: Callable[[str, int], None] | None = None
+    settlements: Mapping[str, SettlementDesk] | None = None
+    """Settlement per corridor id (the daemon); without it the settlement routes answer 404."""
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -233,6 +250,31 @@ def build_app(ctx: ApiContext) -> Starlette:
     async def watchers(request: Request) -> Response:
         return JSONResponse(finality_source().corridor_watchers(request.path_params["corridor"]))
 
+    def settlement_desk(request: Request) -> SettlementDesk:
+        corridor_id = request.path_params["corridor"]
+        desk = (ctx.settlements or {}).get(corridor_id)
+        if desk is None:
+            raise LocalProtocolError("unknown-corridor", f"this node settles no corridor {corridor_id!r}")
+        return desk
+
+    async def settle(request: Request) -> Response:
+        try:
+            authorize(request)
+        except LocalProtocolError as exc:
+            response = problem(exc.reason, exc.message)
+            response.headers["WWW-Authenticate"] = 'Bearer realm="sez-node"'
+            return response
+        desk = settlement_desk(request)
+        try:
+            result = await desk.settle()
+        except SezError as exc:  # a refusal keeps its figures: refused_by, differences, windows
+            extra = {k: v for k, v in exc.details.items() if k not in ("type", "title", "status", "detail")}
+            return problem(exc.reason, exc.message, status=settlement_status(exc.reason), **jsonable(extra))
+        return JSONResponse(result, status_code=201)
+
+    async def settlements(request: Request) -> Response:
+        return JSONResponse(await settlement_desk(request).settlements())
+
     async def checkpoint(request: Request) -> Response:
         note = ctx.store.checkpoint(request.path_params["origin"], _int_param(request, "size"))
         return Response(note, media_type="text/plain; charset=utf-8")
@@ -289,6 +331,8 @@ def build_app(ctx: ApiContext) -> Starlette:
         Route("/v1/corridors/{corridor}/status", _guard(status), methods=["GET"]),
         Route("/v1/corridors/{corridor}/watchers", _guard(watchers), methods=["GET"]),
         Route("/v1/corridors/{corridor}/lifecycle", _guard(lifecycle), methods=["GET"]),
+        Route("/v1/corridors/{corridor}/settlements", _guard(settle), methods=["POST"]),
+        Route("/v1/corridors/{corridor}/settlements", _guard(settlements), methods=["GET"]),
         Route("/v1/logs/{origin:path}/receipts/{sequence:int}/finality", _guard(finality), methods=["GET"]),
         Route("/v1/logs/{origin:path}/receipts/{sequence:int}", _guard(receipt), methods=["GET"]),
         Route("/v1/logs/{origin:path}/checkpoint", _guard(checkpoint), methods=["GET"]),

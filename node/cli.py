@@ -18,6 +18,7 @@ from .devnet import add_devnet_command
 from .lifecycle_cli import add_lifecycle_commands
 from .log_cli import add_log_commands
 from .run_cli import add_run_command
+from .settle_cli import add_settle_commands
 
 __all__ = ["build_parser", "main"]
 
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_lifecycle_commands(sub)
     add_run_command(sub)
     add_devnet_command(sub)
+    add_settle_commands(sub)
     return parser
 
 

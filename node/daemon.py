@@ -42,6 +42,7 @@ from .ingest import Ingestor
 from .metrics import NodeCollector, build_registry
 from .p2p import P2PHost, configure_libp2p_logging, load_or_create_identity, open_host
 from .runtime import run_foreground
+from .settlement import SETTLE_PROTOCOL_ID, SettlementService, for_corridor, serve_settle_frames
 
 __all__ = ["Daemon", "check_own_logs", "run_daemon"]
 
@@ -98,6 +99,7 @@ class Daemon:
         self.config = config
         self.services: dict[str, CorridorService] = {}
         self.host: P2PHost | None = None
+        self.settlements: dict[str, SettlementService] = {}
 
     def corridor_status(self, corridor_id: str) -> dict[str, Any]:
         """Status of one corridor (API)."""
@@ -152,6 +154,8 @@ class Daemon:
                         store=store, config=corridor, key=config.signing_key(corridor.origin),
                         host=host, ingestor=ingestor,
                     )  # fmt: skip
+                self.settlements = {cid: for_corridor(svc) for cid, svc in self.services.items()}
+                host.set_stream_handler(SETTLE_PROTOCOL_ID, serve_settle_frames(lambda: self.settlements))
                 registry = build_registry(NodeCollector(lambda: self.services, lambda: self.host))
                 app = build_app(
                     ApiContext(
@@ -161,6 +165,7 @@ class Daemon:
                         status=self,
                         finality=self,
                         registry=registry,
+                        settlements=self.settlements,
                     )
                 )
                 http = HypercornConfig()

@@ -62,6 +62,9 @@ __all__ = [
     "ProofResponse",
     "ReceiptBatch",
     "ReceiptsResponse",
+    "SettleAccepted",
+    "SettleProposal",
+    "SettleRefused",
     "decode",
     "encode",
 ]
@@ -237,12 +240,64 @@ class ErrorResponse(Message):
     message: str
 
 
+# ------------------------------------------------------- /sez/settle/1 (design §12)
+
+MAX_STATEMENT_BYTES: Final = 64 * 1024
+"""A settlement statement rides in a receipt (``protocol.settlement.MAX_STATEMENT_BYTES``)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SettleProposal(Message):
+    """A settlement statement signed by the proposing party, for the other party to countersign.
+
+    Attributes:
+        id: request number (one request per stream; echoed in the answer).
+        corridor: corridor id.
+        statement: canonical JSON bytes of the statement (``SettlementStatement.to_bytes``).
+    """
+
+    KIND: ClassVar[str] = "settle-proposal"
+    LIMITS: ClassVar[dict[str, int]] = {"statement": MAX_STATEMENT_BYTES}
+    id: int
+    corridor: str
+    statement: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SettleAccepted(Message):
+    """The statement signed by both parties; the answering party has written it into its log."""
+
+    KIND: ClassVar[str] = "settle-accepted"
+    LIMITS: ClassVar[dict[str, int]] = {"statement": MAX_STATEMENT_BYTES}
+    id: int
+    statement: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SettleRefused(Message):
+    """The answering party refuses to countersign.
+
+    Attributes:
+        reason: stable code (``statement-mismatch``, ``window-not-final``, ``window-already-settled``...).
+        message: human-readable explanation.
+        details: canonical JSON object bytes of the refusal's details, e.g. ``{"differences": [...]}``.
+    """
+
+    KIND: ClassVar[str] = "settle-refused"
+    LIMITS: ClassVar[dict[str, int]] = {"details": MAX_STATEMENT_BYTES}
+    id: int
+    reason: str
+    message: str
+    details: bytes
+
+
 _KINDS: dict[str, type[Message]] = {
     cls.KIND: cls
     for cls in (
         ReceiptBatch, CheckpointAnnouncement, CosignatureAnnouncement,
         GetCheckpoint, GetReceipts, GetConsistency, GetInclusion,
         NoteResponse, ReceiptsResponse, ProofResponse, ErrorResponse,
+        SettleProposal, SettleAccepted, SettleRefused,
     )
 }  # fmt: skip
 

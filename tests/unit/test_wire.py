@@ -26,6 +26,9 @@ from protocol.wire import (
     ProofResponse,
     ReceiptBatch,
     ReceiptsResponse,
+    SettleAccepted,
+    SettleProposal,
+    SettleRefused,
     decode,
     encode,
 )
@@ -45,6 +48,9 @@ SAMPLES: list[Message] = [
     ReceiptsResponse(id=2, origin=ORIGIN, start=100, receipts=()),
     ProofResponse(id=3, hashes=(b"\x00" * 32, b"\xff" * 32)),
     ErrorResponse(id=9, reason="unknown-origin", message="no such log"),
+    SettleProposal(id=1, corridor="PAK-KSA", statement=b'{"type":"sez.settlement/v1"}'),
+    SettleAccepted(id=1, statement=b"{}"),
+    SettleRefused(id=1, reason="statement-mismatch", message="differs", details=b'{"differences":[]}'),
 ]
 
 
