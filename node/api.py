@@ -8,7 +8,8 @@ method   path                                            answer
 POST     /v1/corridors/{corridor}/transitions            201 + receipt (or {"receipts": [...]} for a
                                                          {"transitions": [...]} batch) once durable
 GET      /v1/corridors/{corridor}/status                 both logs' heads, replica lag, peers, finality
-GET      /v1/corridors/{corridor}/watchers               the stake ledger: watchers, bonded, active
+GET      /v1/corridors/{corridor}/watchers               the stake ledger: watchers, bonded, active, slashed
+GET      /v1/corridors/{corridor}/evidence               verified misbehaviour evidence, oldest first
 GET      /v1/logs/{origin}/receipts/{sequence}           the receipt (canonical JSON)
 GET      /v1/logs/{origin}/receipts/{sequence}/finality  {"receipt_signed", "counterparty_cosigned",
                                                          "quorum_final", "quorum_final_size"}
@@ -100,6 +101,16 @@ class FinalitySource(Protocol):
         """The corridor's stake ledger, JSON-ready."""
 
 
+class EvidenceSource(Protocol):
+    """What the API asks the daemon's evidence pool (design §7; ``node.evidence_pool``)."""
+
+    def verify_slash(self, corridor_id: str, payload: Mapping[str, Any]) -> object:
+        """Verify a ``watcher.slash`` payload's evidence with the corridor's context; raise if it fails."""
+
+    def list_evidence(self, corridor_id: str) -> dict[str, Any]:
+        """The corridor's stored evidence, JSON-ready."""
+
+
 @dataclass
 class ApiContext:
     """Everything the API reads or writes."""
@@ -113,6 +124,8 @@ class ApiContext:
     """Quorum finality and stake (the daemon); without it those routes answer 404."""
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     on_request: Callable[[str, int], None] | None = None
+    evidence: EvidenceSource | None = None
+    """The evidence pool; without it ``watcher.slash`` is refused and the evidence route answers 404."""
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -134,15 +147,29 @@ def _guard(handler: Handler) -> Handler:
     return guarded
 
 
-API_KINDS: frozenset[str] = frozenset({"transfer", "attestation", "watcher.bond", "watcher.unbond"})
+API_KINDS: frozenset[str] = frozenset(
+    {"transfer", "attestation", "watcher.bond", "watcher.unbond", "watcher.slash"}
+)
 """Kinds a client may submit. ``ack`` receipts are written only by the node's witness, after it has
 cosigned the counterparty's checkpoint: a client must not be able to make the log claim an ack.
-``watcher.*`` requests carry the watcher's own signature, which the receipt rules verify."""
+``watcher.*`` requests carry the watcher's own signature, which the receipt rules verify; a
+``watcher.slash`` is written only after the node verified its evidence (:func:`_check_slash`)."""
 
 
 def _check_api_kind(kind: object) -> None:
     if isinstance(kind, str) and kind not in API_KINDS and kind in KNOWN_KINDS:
         raise PeerProtocolError("kind-not-allowed", f"{kind!r} receipts are written by the node itself")
+
+
+def _check_slash(ctx: ApiContext, corridor_id: str, kind: object, payload: object) -> None:
+    """The node verifies a slash's evidence with the corridor's keys and policy before writing it."""
+    if kind != "watcher.slash":
+        return
+    if ctx.evidence is None:
+        raise PeerProtocolError("kind-not-allowed", "this node verifies no evidence: it writes no slash")
+    if not isinstance(payload, dict):
+        raise PeerProtocolError("schema-violation", "a watcher.slash payload must be an object")
+    ctx.evidence.verify_slash(corridor_id, payload)
 
 
 def _int_param(request: Request, name: str, default: int | None = None) -> int | None:
@@ -184,6 +211,7 @@ def build_app(ctx: ApiContext) -> Starlette:
         item = loads_strict(body, max_bytes=MAX_BODY_BYTES)
         if isinstance(item, dict) and set(item) == {"kind", "payload"}:
             _check_api_kind(item["kind"])
+            _check_slash(ctx, corridor_id, item["kind"], item["payload"])
             receipt = await writer.submit(item["kind"], item["payload"])
             return Response(receipt.raw, status_code=201, media_type="application/json")
         if isinstance(item, dict) and set(item) == {"transitions"} and isinstance(item["transitions"], list):
@@ -197,6 +225,7 @@ def build_app(ctx: ApiContext) -> Starlette:
                         "bad-request", f'transition {index} must be {{"kind": …, "payload": {{…}}}}'
                     )
                 _check_api_kind(entry["kind"])
+                _check_slash(ctx, corridor_id, entry["kind"], entry["payload"])
                 pairs.append((entry["kind"], entry["payload"]))
             receipts = await writer.submit_many(pairs)
             payload = b'{"receipts":[' + b",".join(r.raw for r in receipts) + b"]}"
@@ -222,6 +251,11 @@ def build_app(ctx: ApiContext) -> Starlette:
 
     async def watchers(request: Request) -> Response:
         return JSONResponse(finality_source().corridor_watchers(request.path_params["corridor"]))
+
+    async def evidence(request: Request) -> Response:
+        if ctx.evidence is None:
+            raise StoreError("not-found", "this node keeps no evidence")
+        return JSONResponse(ctx.evidence.list_evidence(request.path_params["corridor"]))
 
     async def checkpoint(request: Request) -> Response:
         note = ctx.store.checkpoint(request.path_params["origin"], _int_param(request, "size"))
@@ -275,6 +309,7 @@ def build_app(ctx: ApiContext) -> Starlette:
         Route("/v1/corridors/{corridor}/transitions", _guard(submit), methods=["POST"]),
         Route("/v1/corridors/{corridor}/status", _guard(status), methods=["GET"]),
         Route("/v1/corridors/{corridor}/watchers", _guard(watchers), methods=["GET"]),
+        Route("/v1/corridors/{corridor}/evidence", _guard(evidence), methods=["GET"]),
         Route("/v1/logs/{origin:path}/receipts/{sequence:int}/finality", _guard(finality), methods=["GET"]),
         Route("/v1/logs/{origin:path}/receipts/{sequence:int}", _guard(receipt), methods=["GET"]),
         Route("/v1/logs/{origin:path}/checkpoint", _guard(checkpoint), methods=["GET"]),

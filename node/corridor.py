@@ -175,8 +175,9 @@ class CorridorService:
             self.counterparty_origin: self.key.verifier(ALG_COSIGNATURE_V1),
         }
         self.quorum = QuorumCollector(
-            store, config.id, cosigners, policy=QuorumPolicy(min_watchers=config.min_watchers), now=now
-        )
+            store, config.id, cosigners, policy=QuorumPolicy(min_watchers=config.min_watchers), now=now,
+            log_keys={self.origin: self.key.verifier(), self.counterparty_origin: self.counterparty_key},
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ running
 
