@@ -8,11 +8,12 @@ method   path                                            answer
 POST     /v1/corridors/{corridor}/transitions            201 + receipt (or {"receipts": [...]} for a
                                                          {"transitions": [...]} batch) once durable
 GET      /v1/corridors/{corridor}/status                 both logs' heads, replica lag, peers, finality
-GET      /v1/corridors/{corridor}/watchers               the stake ledger: watchers, bonded, active
 GET      /v1/corridors/{corridor}/lifecycle              lifecycle state, allowed kinds, history
 POST     /v1/corridors/{corridor}/settlements            201 + co-signed statement (bearer token), or the
                                                          counterparty's refusal with its figures (409)
 GET      /v1/corridors/{corridor}/settlements            the settlement receipts of both logs
+GET      /v1/corridors/{corridor}/watchers               the stake ledger: watchers, bonded, active, slashed
+GET      /v1/corridors/{corridor}/evidence               verified misbehaviour evidence, oldest first
 GET      /v1/logs/{origin}/receipts/{sequence}           the receipt (canonical JSON)
 GET      /v1/logs/{origin}/receipts/{sequence}/finality  {"receipt_signed", "counterparty_cosigned",
                                                          "quorum_final", "quorum_final_size"}
@@ -121,6 +122,16 @@ class SettlementDesk(Protocol):
         """The settlement receipts of both logs."""
 
 
+class EvidenceSource(Protocol):
+    """What the API asks the daemon's evidence pool (design §7; ``node.evidence_pool``)."""
+
+    def verify_slash(self, corridor_id: str, payload: Mapping[str, Any]) -> object:
+        """Verify a ``watcher.slash`` payload's evidence with the corridor's context; raise if it fails."""
+
+    def list_evidence(self, corridor_id: str) -> dict[str, Any]:
+        """The corridor's stored evidence, JSON-ready."""
+
+
 @dataclass
 class ApiContext:
     """Everything the API reads or writes."""
@@ -136,6 +147,8 @@ class ApiContext:
     on_request: Callable[[str, int], None] | None = None
     settlements: Mapping[str, SettlementDesk] | None = None
     """Settlement per corridor id (the daemon); without it the settlement routes answer 404."""
+    evidence: EvidenceSource | None = None
+    """The evidence pool; without it ``watcher.slash`` is refused and the evidence route answers 404."""
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -158,11 +171,12 @@ def _guard(handler: Handler) -> Handler:
 
 
 API_KINDS: frozenset[str] = frozenset(
-    {"transfer", "attestation", "lifecycle", "watcher.bond", "watcher.unbond"}
+    {"transfer", "attestation", "lifecycle", "watcher.bond", "watcher.unbond", "watcher.slash"}
 )
 """Kinds a client may submit. ``ack`` receipts are written only by the node's witness, after it has
 cosigned the counterparty's checkpoint: a client must not be able to make the log claim an ack.
-``watcher.*`` requests carry the watcher's own signature, which the receipt rules verify;
+``watcher.*`` requests carry the watcher's own signature, which the receipt rules verify; a
+``watcher.slash`` is written only after the node verified its evidence (:func:`_check_slash`);
 ``lifecycle`` transitions carry the parties' signatures, which the lifecycle gate verifies against
 the corridor's registered keys (``node.lifecycle``)."""
 
@@ -170,6 +184,17 @@ the corridor's registered keys (``node.lifecycle``)."""
 def _check_api_kind(kind: object) -> None:
     if isinstance(kind, str) and kind not in API_KINDS and kind in KNOWN_KINDS:
         raise PeerProtocolError("kind-not-allowed", f"{kind!r} receipts are written by the node itself")
+
+
+def _check_slash(ctx: ApiContext, corridor_id: str, kind: object, payload: object) -> None:
+    """The node verifies a slash's evidence with the corridor's keys and policy before writing it."""
+    if kind != "watcher.slash":
+        return
+    if ctx.evidence is None:
+        raise PeerProtocolError("kind-not-allowed", "this node verifies no evidence: it writes no slash")
+    if not isinstance(payload, dict):
+        raise PeerProtocolError("schema-violation", "a watcher.slash payload must be an object")
+    ctx.evidence.verify_slash(corridor_id, payload)
 
 
 def _int_param(request: Request, name: str, default: int | None = None) -> int | None:
@@ -211,6 +236,7 @@ def build_app(ctx: ApiContext) -> Starlette:
         item = loads_strict(body, max_bytes=MAX_BODY_BYTES)
         if isinstance(item, dict) and set(item) == {"kind", "payload"}:
             _check_api_kind(item["kind"])
+            _check_slash(ctx, corridor_id, item["kind"], item["payload"])
             receipt = await writer.submit(item["kind"], item["payload"])
             return Response(receipt.raw, status_code=201, media_type="application/json")
         if isinstance(item, dict) and set(item) == {"transitions"} and isinstance(item["transitions"], list):
@@ -224,6 +250,7 @@ def build_app(ctx: ApiContext) -> Starlette:
                         "bad-request", f'transition {index} must be {{"kind": …, "payload": {{…}}}}'
                     )
                 _check_api_kind(entry["kind"])
+                _check_slash(ctx, corridor_id, entry["kind"], entry["payload"])
                 pairs.append((entry["kind"], entry["payload"]))
             receipts = await writer.submit_many(pairs)
             payload = b'{"receipts":[' + b",".join(r.raw for r in receipts) + b"]}"
@@ -274,6 +301,11 @@ def build_app(ctx: ApiContext) -> Starlette:
 
     async def settlements(request: Request) -> Response:
         return JSONResponse(await settlement_desk(request).settlements())
+
+    async def evidence(request: Request) -> Response:
+        if ctx.evidence is None:
+            raise StoreError("not-found", "this node keeps no evidence")
+        return JSONResponse(ctx.evidence.list_evidence(request.path_params["corridor"]))
 
     async def checkpoint(request: Request) -> Response:
         note = ctx.store.checkpoint(request.path_params["origin"], _int_param(request, "size"))
@@ -333,6 +365,7 @@ def build_app(ctx: ApiContext) -> Starlette:
         Route("/v1/corridors/{corridor}/lifecycle", _guard(lifecycle), methods=["GET"]),
         Route("/v1/corridors/{corridor}/settlements", _guard(settle), methods=["POST"]),
         Route("/v1/corridors/{corridor}/settlements", _guard(settlements), methods=["GET"]),
+        Route("/v1/corridors/{corridor}/evidence", _guard(evidence), methods=["GET"]),
         Route("/v1/logs/{origin:path}/receipts/{sequence:int}/finality", _guard(finality), methods=["GET"]),
         Route("/v1/logs/{origin:path}/receipts/{sequence:int}", _guard(receipt), methods=["GET"]),
         Route("/v1/logs/{origin:path}/checkpoint", _guard(checkpoint), methods=["GET"]),

@@ -64,6 +64,7 @@ from protocol.keys import ALG_COSIGNATURE_V1, SigningKey
 from protocol.notes import format_note, parse_note
 from protocol.quorum import QuorumPolicy
 from protocol.receipts import Receipt, verify_receipt
+from protocol.stake import DEFAULT_SLASH_POLICY, SlashPolicy
 from protocol.sync import NEED_DATA, PROTOCOL_ID, FrameDecoder, frame
 from protocol.wire import (
     MAX_BATCH_RECEIPTS,
@@ -217,9 +218,15 @@ class CorridorService:
             self.counterparty_origin: self.key.verifier(ALG_COSIGNATURE_V1),
         }
         policy, currency, unbonding = _policy(config)
+        slash_policy = (
+            SlashPolicy.from_policy(config.definition["policy"])
+            if config.definition
+            else DEFAULT_SLASH_POLICY
+        )
         self.quorum = QuorumCollector(
             store, config.id, cosigners, policy=policy, stake_currency=currency,
-            unbonding_period=unbonding, now=now,
+            unbonding_period=unbonding, now=now, slash_policy=slash_policy,
+            log_keys={self.origin: self.key.verifier(), self.counterparty_origin: self.counterparty_key},
         )  # fmt: skip
 
     # ------------------------------------------------------------------ running

@@ -38,6 +38,7 @@ from store import LogStore, StoreError
 from .api import ApiContext, build_app
 from .config import NodeConfig
 from .corridor import CorridorService, serve_sync_frames
+from .evidence_pool import EvidencePool
 from .ingest import Ingestor
 from .metrics import NodeCollector, build_registry
 from .p2p import P2PHost, configure_libp2p_logging, load_or_create_identity, open_host
@@ -166,6 +167,11 @@ class Daemon:
                         finality=self,
                         registry=registry,
                         settlements=self.settlements,
+                        evidence=EvidencePool(
+                            store,
+                            {cid: svc.quorum.log_keys or {} for cid, svc in self.services.items()},
+                            policies={cid: svc.quorum.slash_policy for cid, svc in self.services.items()},
+                        ),
                     )
                 )
                 http = HypercornConfig()

@@ -39,6 +39,7 @@ decisions); the corridor service calls them from worker threads.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -51,7 +52,7 @@ from protocol.errors import PeerProtocolError
 from protocol.keys import ALG_COSIGNATURE_V1, VerifierKey
 from protocol.notes import NoteSignature, SignedNote, format_note, parse_note
 from protocol.quorum import QuorumDecision, QuorumPolicy, decide
-from protocol.stake import LedgerEntry, StakeLedger, fold
+from protocol.stake import DEFAULT_SLASH_POLICY, LedgerEntry, SlashPolicy, StakeLedger, fold
 from store import LogStore, StoreError
 
 __all__ = ["STAKE_CURRENCY", "QuorumCollector", "state_key"]
@@ -94,6 +95,8 @@ class QuorumCollector:
         stake_currency: str = STAKE_CURRENCY,
         unbonding_period: timedelta = timedelta(days=7),
         now: Callable[[], float] = time.time,
+        log_keys: Mapping[str, VerifierKey] | None = None,
+        slash_policy: SlashPolicy = DEFAULT_SLASH_POLICY,
     ) -> None:
         self.store = store
         self.corridor_id = corridor_id
@@ -103,6 +106,8 @@ class QuorumCollector:
         self.stake_currency = stake_currency
         self.unbonding_period = unbonding_period
         self._now = now
+        self.log_keys = None if log_keys is None else dict(log_keys)
+        self.slash_policy = slash_policy
         self._lock = threading.RLock()
         self._entries: list[LedgerEntry] = []
         self._scanned: dict[str, int] = {origin: 0 for origin in self.origins}
@@ -175,7 +180,7 @@ class QuorumCollector:
                     break
                 receipt = json.loads(raw)
                 kind = receipt["transition"]["kind"]
-                if kind in ("watcher.bond", "watcher.unbond"):
+                if kind in ("watcher.bond", "watcher.unbond", "watcher.slash"):
                     self._entries.append(
                         LedgerEntry(
                             origin=origin, sequence=sequence, timestamp=receipt["timestamp"],
@@ -195,6 +200,8 @@ class QuorumCollector:
                 now=_utc(self._now()),
                 stake_currency=self.stake_currency,
                 unbonding_period=self.unbonding_period,
+                slash_policy=self.slash_policy,
+                log_keys=self.log_keys,
             )
 
     @staticmethod
@@ -341,11 +348,20 @@ class QuorumCollector:
                     "active": stake.active,
                     "unbonding_since": stake.unbonding_since,
                     "withdrawable": stake.withdrawable,
+                    "slashed": stake.slashed,
+                    "removed": stake.removed,
+                    "slashes": [dataclasses.asdict(record) for record in stake.slashes],
                 }
                 for stake in sorted(ledger.watchers.values(), key=lambda s: s.vkey)
             ],
             "bonded": sum(stake.bonded for stake in ledger.watchers.values()),
             "active": ledger.total_active(),
+            "slashed": sum(stake.slashed for stake in ledger.watchers.values()),
+            "rewards": dict(sorted(ledger.rewards.items())),
+            "rejected_slashes": [
+                {"origin": origin, "sequence": sequence, "reason": reason}
+                for origin, sequence, reason in ledger.rejected
+            ],
         }
 
     def status(self) -> dict[str, Any]:

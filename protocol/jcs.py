@@ -198,6 +198,8 @@ def parse_canonical(data: bytes, *, max_bytes: int) -> Any:
         again = canonical_parsed_ascii(value) if data.isascii() else canonical(value)
     except LocalProtocolError as exc:
         raise PeerProtocolError(exc.reason, exc.message) from exc
+    except UnicodeEncodeError as exc:  # a "\ud800" escape parses to a lone surrogate, which has no UTF-8 form
+        raise PeerProtocolError("non-canonical-json", "JSON holds a lone surrogate escape") from exc
     if again != data:
         raise PeerProtocolError("non-canonical-json", "JSON bytes are not in RFC 8785 canonical form")
     return value

@@ -154,8 +154,8 @@ ALLOWED_KINDS: Final[Mapping[State, frozenset[str]]] = {
 
 EvidenceVerifier = Callable[[Mapping[str, Any]], bytes]
 """Verifies a payload's ``evidence`` object offline and returns its 32-byte digest; raises
-:class:`PeerProtocolError` if the evidence does not verify. (Issue 5 plugs the fork-evidence
-verifier of design §7/§8 in here.)"""
+:class:`PeerProtocolError` if the evidence does not verify. :func:`protocol.evidence.evidence_verifier`
+makes the one for fork evidence (design §7/§8), from the corridor's log keys, clock and policy."""
 
 QuorumVerifier = Callable[[Mapping[str, Any]], None]
 """Checks a ``quorum`` resolution (its branch and certificate); raises :class:`PeerProtocolError` if

@@ -33,11 +33,11 @@ import nacl.exceptions
 import nacl.signing
 
 from . import schemas
+from . import stake as _stake
 from .errors import LocalProtocolError, PeerProtocolError
 from .jcs import MAX_SAFE_INTEGER, canonical, canonical_parsed_ascii, parse_canonical
 from .keys import SigningKey, VerifierKey
 from .lifecycle import check_payload as check_lifecycle_payload
-from .stake import check_watcher_payload
 
 __all__ = [
     "DIGEST_ALGORITHM",
@@ -71,12 +71,24 @@ KNOWN_KINDS: frozenset[str] = frozenset(
 """Transition kinds with a payload schema in ``schemas/payload.<kind>.json``."""
 
 
+def _check_watcher(kind: str, payload: Mapping[str, Any]) -> object:
+    # ``stake`` is read at call time: stake -> evidence -> receipts is an import cycle.
+    return _stake.check_watcher_payload(kind, payload)
+
+
+def _check_slash(kind: str, payload: Mapping[str, Any]) -> object:
+    return _stake.check_slash_payload(kind, payload)
+
+
 _PAYLOAD_RULES: dict[str, Callable[[str, Mapping[str, Any]], object]] = {
-    "watcher.bond": check_watcher_payload,
-    "watcher.unbond": check_watcher_payload,
+    "watcher.bond": _check_watcher,
+    "watcher.unbond": _check_watcher,
+    "watcher.slash": _check_slash,
     "lifecycle": check_lifecycle_payload,
 }
 """Rules beyond the payload schema, by kind: a watcher request must carry the watcher's own signature; a
+slash must carry evidence whose statements and signatures verify from its own bytes (the age window
+and the corridor's keys are checked by the stake fold, which knows the policy); a
 lifecycle transition must be in the table with its fields and its required signers (their signatures
 need the corridor's registered keys and are checked by ``lifecycle.apply``)."""
 

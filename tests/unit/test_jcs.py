@@ -140,3 +140,11 @@ def test_loads_strict_refuses(data: bytes, reason: str) -> None:
 
 def test_loads_strict_accepts_non_canonical_json() -> None:
     assert loads_strict(b'{ "b": 1, "a": [true, null] }', max_bytes=1024) == {"a": [True, None], "b": 1}
+
+
+@pytest.mark.parametrize("data", [b'{"a":"\\ud800"}', b'["\\udfff"]', b'{"\\ud800":1}'])
+def test_lone_surrogate_escapes_are_refused_not_a_crash(data: bytes) -> None:
+    """Regression: parse_canonical (and so Receipt.from_bytes on gossip) used to raise UnicodeEncodeError."""
+    with pytest.raises(PeerProtocolError) as info:
+        parse_canonical(data, max_bytes=1024)
+    assert info.value.reason == "non-canonical-json"
