@@ -9,6 +9,7 @@ POST     /v1/corridors/{corridor}/transitions            201 + receipt (or {"rec
                                                          {"transitions": [...]} batch) once durable
 GET      /v1/corridors/{corridor}/status                 both logs' heads, replica lag, peers, finality
 GET      /v1/corridors/{corridor}/watchers               the stake ledger: watchers, bonded, active
+GET      /v1/corridors/{corridor}/policy                 the trust policy (schemas/policy.json)
 GET      /v1/logs/{origin}/receipts/{sequence}           the receipt (canonical JSON)
 GET      /v1/logs/{origin}/receipts/{sequence}/finality  {"receipt_signed", "counterparty_cosigned",
                                                          "quorum_final", "quorum_final_size"}
@@ -100,6 +101,13 @@ class FinalitySource(Protocol):
         """The corridor's stake ledger, JSON-ready."""
 
 
+class PolicySource(Protocol):
+    """What the API asks the daemon for a corridor's trust policy (design §7, §11)."""
+
+    def corridor_policy(self, corridor_id: str) -> dict[str, Any]:
+        """The corridor's trust policy, JSON-ready (``schemas/policy.json``)."""
+
+
 @dataclass
 class ApiContext:
     """Everything the API reads or writes."""
@@ -112,6 +120,8 @@ class ApiContext:
     finality: FinalitySource | None = None
     """Quorum finality and stake (the daemon); without it those routes answer 404."""
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    policy: PolicySource | None = None
+    """The corridors' trust policies (the daemon); without it that route answers 404."""
     on_request: Callable[[str, int], None] | None = None
 
 
@@ -223,6 +233,11 @@ def build_app(ctx: ApiContext) -> Starlette:
     async def watchers(request: Request) -> Response:
         return JSONResponse(finality_source().corridor_watchers(request.path_params["corridor"]))
 
+    async def trust_policy(request: Request) -> Response:
+        if ctx.policy is None:
+            raise StoreError("not-found", "this node does not serve trust policies")
+        return JSONResponse(ctx.policy.corridor_policy(request.path_params["corridor"]))
+
     async def checkpoint(request: Request) -> Response:
         note = ctx.store.checkpoint(request.path_params["origin"], _int_param(request, "size"))
         return Response(note, media_type="text/plain; charset=utf-8")
@@ -275,6 +290,7 @@ def build_app(ctx: ApiContext) -> Starlette:
         Route("/v1/corridors/{corridor}/transitions", _guard(submit), methods=["POST"]),
         Route("/v1/corridors/{corridor}/status", _guard(status), methods=["GET"]),
         Route("/v1/corridors/{corridor}/watchers", _guard(watchers), methods=["GET"]),
+        Route("/v1/corridors/{corridor}/policy", _guard(trust_policy), methods=["GET"]),
         Route("/v1/logs/{origin:path}/receipts/{sequence:int}/finality", _guard(finality), methods=["GET"]),
         Route("/v1/logs/{origin:path}/receipts/{sequence:int}", _guard(receipt), methods=["GET"]),
         Route("/v1/logs/{origin:path}/checkpoint", _guard(checkpoint), methods=["GET"]),

@@ -16,6 +16,7 @@ from protocol.errors import SezError
 from .client_cli import add_client_commands
 from .devnet import add_devnet_command
 from .log_cli import add_log_commands
+from .policy_cli import add_policy_commands
 from .run_cli import add_run_command
 
 __all__ = ["build_parser", "main"]
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_log_commands(sub)
     add_client_commands(sub)
+    add_policy_commands(sub)
     add_run_command(sub)
     add_devnet_command(sub)
     return parser

@@ -41,6 +41,7 @@ from .corridor import CorridorService, serve_sync_frames
 from .ingest import Ingestor
 from .metrics import NodeCollector, build_registry
 from .p2p import P2PHost, configure_libp2p_logging, load_or_create_identity, open_host
+from .policy_export import corridor_policy
 from .runtime import run_foreground
 
 __all__ = ["Daemon", "check_own_logs", "run_daemon"]
@@ -122,6 +123,10 @@ class Daemon:
         """The stake ledger of one corridor (API)."""
         return self._service(corridor_id).quorum.watchers()
 
+    def corridor_policy(self, corridor_id: str) -> dict[str, Any]:
+        """The trust policy of one corridor, JSON-ready (API; ``schemas/policy.json``)."""
+        return corridor_policy(self._service(corridor_id)).to_json_value()
+
     def allowed_origins(self, peer_id: str) -> frozenset[str]:
         """The logs a peer may read over sync: those of the corridors it is configured for."""
         return frozenset(
@@ -156,6 +161,7 @@ class Daemon:
                         token=token,
                         status=self,
                         finality=self,
+                        policy=self,
                         registry=registry,
                     )
                 )
