@@ -14,6 +14,7 @@ POST     /v1/corridors/{corridor}/settlements            201 + co-signed stateme
 GET      /v1/corridors/{corridor}/settlements            the settlement receipts of both logs
 GET      /v1/corridors/{corridor}/watchers               the stake ledger: watchers, bonded, active, slashed
 GET      /v1/corridors/{corridor}/evidence               verified misbehaviour evidence, oldest first
+GET      /v1/corridors/{corridor}/policy                 the trust policy (schemas/policy.json)
 GET      /v1/logs/{origin}/receipts/{sequence}           the receipt (canonical JSON)
 GET      /v1/logs/{origin}/receipts/{sequence}/finality  {"receipt_signed", "counterparty_cosigned",
                                                          "quorum_final", "quorum_final_size"}
@@ -132,6 +133,13 @@ class EvidenceSource(Protocol):
         """The corridor's stored evidence, JSON-ready."""
 
 
+class PolicySource(Protocol):
+    """What the API asks the daemon for a corridor's trust policy (design §7, §11)."""
+
+    def corridor_policy(self, corridor_id: str) -> dict[str, Any]:
+        """The corridor's trust policy, JSON-ready (``schemas/policy.json``)."""
+
+
 @dataclass
 class ApiContext:
     """Everything the API reads or writes."""
@@ -144,6 +152,8 @@ class ApiContext:
     finality: FinalitySource | None = None
     """Quorum finality and stake (the daemon); without it those routes answer 404."""
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    policy: PolicySource | None = None
+    """The corridors' trust policies (the daemon); without it that route answers 404."""
     on_request: Callable[[str, int], None] | None = None
     settlements: Mapping[str, SettlementDesk] | None = None
     """Settlement per corridor id (the daemon); without it the settlement routes answer 404."""
@@ -307,6 +317,11 @@ def build_app(ctx: ApiContext) -> Starlette:
             raise StoreError("not-found", "this node keeps no evidence")
         return JSONResponse(ctx.evidence.list_evidence(request.path_params["corridor"]))
 
+    async def trust_policy(request: Request) -> Response:
+        if ctx.policy is None:
+            raise StoreError("not-found", "this node does not serve trust policies")
+        return JSONResponse(ctx.policy.corridor_policy(request.path_params["corridor"]))
+
     async def checkpoint(request: Request) -> Response:
         note = ctx.store.checkpoint(request.path_params["origin"], _int_param(request, "size"))
         return Response(note, media_type="text/plain; charset=utf-8")
@@ -366,6 +381,7 @@ def build_app(ctx: ApiContext) -> Starlette:
         Route("/v1/corridors/{corridor}/settlements", _guard(settle), methods=["POST"]),
         Route("/v1/corridors/{corridor}/settlements", _guard(settlements), methods=["GET"]),
         Route("/v1/corridors/{corridor}/evidence", _guard(evidence), methods=["GET"]),
+        Route("/v1/corridors/{corridor}/policy", _guard(trust_policy), methods=["GET"]),
         Route("/v1/logs/{origin:path}/receipts/{sequence:int}/finality", _guard(finality), methods=["GET"]),
         Route("/v1/logs/{origin:path}/receipts/{sequence:int}", _guard(receipt), methods=["GET"]),
         Route("/v1/logs/{origin:path}/checkpoint", _guard(checkpoint), methods=["GET"]),

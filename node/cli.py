@@ -17,6 +17,7 @@ from .client_cli import add_client_commands
 from .devnet import add_devnet_command
 from .lifecycle_cli import add_lifecycle_commands
 from .log_cli import add_log_commands
+from .policy_cli import add_policy_commands
 from .run_cli import add_run_command
 from .settle_cli import add_settle_commands
 
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_log_commands(sub)
     add_client_commands(sub)
     add_lifecycle_commands(sub)
+    add_policy_commands(sub)
     add_run_command(sub)
     add_devnet_command(sub)
     add_settle_commands(sub)

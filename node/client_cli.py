@@ -40,7 +40,7 @@ import tomli_w
 
 from protocol.errors import LocalProtocolError, PeerProtocolError
 from protocol.keys import VerifierKey
-from protocol.light import verify_receipt_bundle
+from protocol.light import verify_bundle, verify_receipt_bundle
 from protocol.receipts import Receipt, verify_receipt
 from protocol.schemas import load_schema
 
@@ -420,8 +420,34 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finality(api: _Api, origin: str, sequence: int) -> dict[str, Any] | None:
+    """The receipt's finality from the node, or None if the node does not serve quorum finality."""
+    response = api.request("GET", f"/v1/logs/{quote(origin, safe='/')}/receipts/{sequence}/finality")
+    if response.status_code == 404 and "does not serve quorum finality" in response.text:
+        return None
+    if response.status_code != 200:
+        _refusal(response)
+    try:
+        finality: dict[str, Any] = response.json()
+        int(finality["quorum_final_size"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise LocalProtocolError("bad-answer", f"finality of {origin}#{sequence} is not understood") from exc
+    return finality
+
+
 def cmd_proof(args: argparse.Namespace) -> int:
-    """Fetch a proof bundle, verify it against the origin's key, and only then write it."""
+    """Fetch a proof bundle, verify it, and only then write it.
+
+    Without ``--size``, the bundle is taken against the origin's **quorum-final** checkpoint (its
+    cosignatures are what a light client needs) and verified under the corridor's trust policy from
+    the node (``protocol.light.verify_bundle``); a receipt not yet covered by a quorum-final checkpoint
+    is refused as ``not-final``. With ``--size S`` the bundle is taken at that size and verified under
+    the log key only (it need not be final); the output says whether the receipt is quorum-final
+    (``quorum_final``) and whether the bundle's checkpoint is the quorum-final one. A node that does not
+    serve quorum finality gets the latest checkpoint, verified under the log key, ``"quorum_final": null``.
+    """
+    from .policy_cli import fetch_policy  # noqa: PLC0415 - policy_cli imports this module
+
     config = _load(args.config)
     corridor = config.corridor(args.corridor)
     if args.origin == corridor.origin:
@@ -434,8 +460,22 @@ def cmd_proof(args: argparse.Namespace) -> int:
             f"{args.origin!r} is neither our log ({corridor.origin}) nor the counterparty's "
             f"({corridor.counterparty_origin}) in corridor {corridor.id}",
         )
-    params = {} if args.size is None else {"size": str(args.size)}
+    size: int | None = args.size
+    checks: list[str] = []
     with _Api(config) as api:
+        finality = _finality(api, args.origin, args.sequence)
+        final_size = None if finality is None else int(finality["quorum_final_size"])
+        if size is None and final_size is not None:
+            if args.sequence >= final_size:
+                raise LocalProtocolError(
+                    "not-final",
+                    f"receipt {args.origin}#{args.sequence} is not yet covered by a quorum-final checkpoint "
+                    f"(quorum-final size {final_size}); try again once it is, or pass --size N for a bundle "
+                    f"against a checkpoint that is not final; {args.out} not written",
+                )
+            size = final_size
+        policy = fetch_policy(api, corridor.id) if args.size is None and final_size is not None else None
+        params = {} if size is None else {"size": str(size)}
         response = api.request(
             "GET", f"/v1/logs/{quote(args.origin, safe='/')}/proof/{args.sequence}", params=params
         )
@@ -449,10 +489,18 @@ def cmd_proof(args: argparse.Namespace) -> int:
         receipt = verdict.receipt.receipt
         if receipt.corridor_id != corridor.id:
             raise PeerProtocolError("wrong-corridor", f"receipt is of corridor {receipt.corridor_id}")
-        if args.size is not None and verdict.checkpoint.size != args.size:
+        if size is not None and verdict.checkpoint.size != size:
             raise PeerProtocolError(
-                "size-mismatch", f"checkpoint is at size {verdict.checkpoint.size}, not {args.size}"
+                "size-mismatch", f"checkpoint is at size {verdict.checkpoint.size}, not {size}"
             )
+        checks = list(verdict.checks)
+        if policy is not None:
+            report = verify_bundle(data, policy)
+            if not report.verified:
+                raise PeerProtocolError(
+                    str(report.reason), f"under the corridor's trust policy: {report.message}"
+                )
+            checks = [f"{c.name}: {c.detail}" for c in report.checks]
     except PeerProtocolError as exc:
         raise LocalProtocolError(
             exc.reason,
@@ -469,7 +517,10 @@ def cmd_proof(args: argparse.Namespace) -> int:
             "kind": receipt.kind,
             "size": verdict.checkpoint.size,
             "root": verdict.checkpoint.root.hex(),
-            "verified": list(verdict.checks),
+            "quorum_final": None if final_size is None else receipt.sequence < final_size,
+            "quorum_final_size": final_size,
+            "checkpoint_quorum_final": None if final_size is None else verdict.checkpoint.size == final_size,
+            "verified": checks,
         }
     )
     return 0

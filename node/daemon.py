@@ -42,6 +42,7 @@ from .evidence_pool import EvidencePool
 from .ingest import Ingestor
 from .metrics import NodeCollector, build_registry
 from .p2p import P2PHost, configure_libp2p_logging, load_or_create_identity, open_host
+from .policy_export import corridor_policy
 from .runtime import run_foreground
 from .settlement import SETTLE_PROTOCOL_ID, SettlementService, for_corridor, serve_settle_frames
 
@@ -129,6 +130,10 @@ class Daemon:
         """The stake ledger of one corridor (API)."""
         return self._service(corridor_id).quorum.watchers()
 
+    def corridor_policy(self, corridor_id: str) -> dict[str, Any]:
+        """The trust policy of one corridor, JSON-ready (API; ``schemas/policy.json``)."""
+        return corridor_policy(self._service(corridor_id)).to_json_value()
+
     def allowed_origins(self, peer_id: str) -> frozenset[str]:
         """The logs a peer may read over sync: those of the corridors it is configured for."""
         return frozenset(
@@ -165,6 +170,7 @@ class Daemon:
                         token=token,
                         status=self,
                         finality=self,
+                        policy=self,
                         registry=registry,
                         settlements=self.settlements,
                         evidence=EvidencePool(

@@ -113,9 +113,13 @@ def _decode_hash(text: str) -> bytes | None:
     return raw
 
 
+_BAD_LINE_CHAR = re.compile("[\x00-\x1f\ud800-\udfff]")
+"""A control character (newline included) or a lone surrogate (one regex search, not a per-character loop)."""
+
+
 def _bad_line(line: str) -> bool:
     """True if a body line is empty, holds a newline, or a forbidden control character."""
-    return not line or any(ord(ch) < 0x20 or 0xD800 <= ord(ch) <= 0xDFFF for ch in line)
+    return not line or _BAD_LINE_CHAR.search(line) is not None
 
 
 # --------------------------------------------------------------------------- checkpoint
@@ -355,18 +359,28 @@ class Cosignature:
             PeerProtocolError(bad-cosignature): not 8 + 64 bytes, or a timestamp
                 over 2**63 - 1.
         """
-        if len(sig.signature) != _COSIGNATURE_V1_SIZE:
-            raise PeerProtocolError(
-                "bad-cosignature",
-                f"cosignature by {sig.name} is {len(sig.signature)} bytes, not 72",
-                name=sig.name,
-            )
-        timestamp = int.from_bytes(sig.signature[:8], "big")
-        if timestamp > MAX_TIMESTAMP:
-            raise PeerProtocolError(
-                "bad-cosignature", f"cosignature by {sig.name} has a timestamp over 2**63-1", name=sig.name
-            )
-        return cls(name=sig.name, key_id=sig.key_id, timestamp=timestamp, signature=sig.signature[8:])
+        timestamp, signature = _split_cosignature(sig)
+        return cls(name=sig.name, key_id=sig.key_id, timestamp=timestamp, signature=signature)
+
+
+def _split_cosignature(sig: NoteSignature) -> tuple[int, bytes]:
+    """(timestamp, 64-byte signature) of a type-0x04 line (:meth:`Cosignature.from_note_signature`'s checks).
+
+    Raises:
+        PeerProtocolError(bad-cosignature): not 8 + 64 bytes, or a timestamp over 2**63 - 1.
+    """
+    if len(sig.signature) != _COSIGNATURE_V1_SIZE:
+        raise PeerProtocolError(
+            "bad-cosignature",
+            f"cosignature by {sig.name} is {len(sig.signature)} bytes, not 72",
+            name=sig.name,
+        )
+    timestamp = int.from_bytes(sig.signature[:8], "big")
+    if timestamp > MAX_TIMESTAMP:
+        raise PeerProtocolError(
+            "bad-cosignature", f"cosignature by {sig.name} has a timestamp over 2**63-1", name=sig.name
+        )
+    return timestamp, sig.signature[8:]
 
 
 def cosignature_message(cp: Checkpoint, timestamp: int) -> bytes:
@@ -429,8 +443,10 @@ def verify_cosignatures(note: SignedNote, cp: Checkpoint, cosigners: Iterable[Ve
         LocalProtocolError: ``checkpoint-mismatch`` (``cp`` is not the note's
             body), ``unsupported-key-type`` or ``ambiguous-key`` (bad ``cosigners``).
     """
-    if cp.body() != note.text:
+    body = cp.body()
+    if body != note.text:
         raise LocalProtocolError("checkpoint-mismatch", "checkpoint is not the body of the note")
+    body_bytes = body.encode("utf-8")
     index: dict[tuple[str, bytes], VerifierKey] = {}
     for key in cosigners:
         if key.alg != ALG_COSIGNATURE_V1:
@@ -444,16 +460,18 @@ def verify_cosignatures(note: SignedNote, cp: Checkpoint, cosigners: Iterable[Ve
         cosigner = index.get(line.key)
         if cosigner is None:
             continue
-        cosig = Cosignature.from_note_signature(line)
-        if not cosigner.verify(cosignature_message(cp, cosig.timestamp), cosig.signature):
+        timestamp, signature = _split_cosignature(line)
+        # cosignature_message(cp, timestamp), with the body encoded once for all lines
+        message = COSIGNATURE_V1_HEADER + b"time %d\n" % timestamp + body_bytes
+        if not cosigner.verify(message, signature):
             raise PeerProtocolError(
                 "bad-cosignature",
                 f"cosignature by {line.name}+{line.key_id.hex()} does not verify",
                 name=line.name,
                 key_id=line.key_id.hex(),
-                timestamp=cosig.timestamp,
+                timestamp=timestamp,
             )
-        result[cosigner.name] = max(result.get(cosigner.name, 0), cosig.timestamp)
+        result[cosigner.name] = max(result.get(cosigner.name, 0), timestamp)
     return result
 
 

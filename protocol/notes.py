@@ -93,6 +93,9 @@ _EM_DASH_PREFIX = "\u2014 "
 # --------------------------------------------------------------------------- helpers
 
 
+_PREFIX_BYTES = len(_EM_DASH_PREFIX.encode("utf-8"))
+
+
 def _is_valid_name(name: str) -> bool:
     """Key names are non-empty, with no Unicode space and no ``+`` (signed-note "Format")."""
     try:
@@ -104,6 +107,9 @@ def _is_valid_name(name: str) -> bool:
 
 _BAD_CHAR = re.compile("[\x00-\x09\x0b-\x1f\ud800-\udfff]")
 """ASCII controls except newline (signed-note "Format"), and lone surrogates (not UTF-8)."""
+_BAD_NAME_CHAR = re.compile("[\\s+\x00-\x1f\ud800-\udfff]")
+"""What no key name may hold: a Unicode space or ``+`` (:func:`_is_valid_name`), or a control character
+or lone surrogate (:func:`_has_bad_char`), in one search: it runs for every signature line parsed."""
 
 
 def _has_bad_char(text: str) -> bool:
@@ -158,7 +164,7 @@ class NoteSignature:
     signature: bytes
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not _is_valid_name(self.name) or _has_bad_char(self.name):
+        if not isinstance(self.name, str) or not self.name or _BAD_NAME_CHAR.search(self.name) is not None:
             raise LocalProtocolError("bad-signature-line", f"invalid key name {self.name!r}")
         if not isinstance(self.key_id, bytes) or len(self.key_id) != KEY_ID_SIZE:
             raise LocalProtocolError("bad-signature-line", "key ID must be 4 bytes")
@@ -243,11 +249,23 @@ class SignedNote:
                 f"{len(self.signatures)} signatures exceed MAX_SIGNATURES={MAX_SIGNATURES}",
                 count=len(self.signatures),
             )
-        size = len(self.to_bytes())
+        size = self._encoded_size()
         if size > MAX_NOTE_BYTES:
             raise LocalProtocolError(
                 "note-too-large", f"note of {size} bytes exceeds MAX_NOTE_BYTES={MAX_NOTE_BYTES}", size=size
             )
+
+    def _encoded_size(self) -> int:
+        """``len(self.to_bytes())``, computed without encoding (base64 of n bytes is 4 * ceil(n / 3)).
+
+        Checked on every construction, so on every parse; encoding each line again cost about as much
+        as parsing it.
+        """
+        size = len(self.text.encode("utf-8")) + 1
+        for sig in self.signatures:
+            raw = len(sig.key_id) + len(sig.signature)
+            size += _PREFIX_BYTES + len(sig.name.encode("utf-8")) + 1 + 4 * ((raw + 2) // 3) + 1
+        return size
 
     def to_bytes(self) -> bytes:
         """The canonical encoding: text, a blank line, one line per signature (signed-note "Format")."""

@@ -26,13 +26,13 @@ import trio
 from hypercorn.config import Config as HyperConfig
 from hypercorn.trio import serve
 
+from light import cli as light_cli
 from node.api import ApiContext, build_app
 from node.cli import main
 from node.config import ConfigError, load_config
 from node.keyfile import load_signing_key
 from node.p2p.identity import load_identity, peer_id_of
 from node.writer import LogWriter
-from protocol import light_cli
 from protocol.errors import LocalProtocolError
 from protocol.jcs import canonical
 from protocol.keys import SigningKey, VerifierKey
