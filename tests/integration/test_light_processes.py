@@ -36,8 +36,8 @@ from tests.integration.netharness import (
 )
 from tests.integration.test_finality_processes import (  # noqa: F401 - setup is a fixture
     WATCHERS,
-    _bond_through_cli,
     _finality,
+    _watcher_request_through_cli,
     setup,
 )
 from tests.integration.test_watcher_process import WatcherProcess
@@ -77,7 +77,7 @@ def test_bundles_from_a_running_network_verify(
     pak = network["PAK"]
     origin = network.specs["PAK"].origin(C)
     for watcher in watchers:
-        _bond_through_cli(network, watcher)
+        _watcher_request_through_cli(network, watcher, "bond")
     network.start("KSA")
     wait_until(
         lambda: _finality(network, origin)["active_watchers"] == WATCHERS, TIMEOUT,
