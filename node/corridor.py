@@ -60,7 +60,11 @@ from protocol.checkpoints import (
     verify_cosignatures,
 )
 from protocol.errors import LocalProtocolError, PeerProtocolError, SezError
+from protocol.evidence import evidence_digest
+from protocol.jcs import canonical
 from protocol.keys import ALG_COSIGNATURE_V1, SigningKey
+from protocol.lifecycle import State, allowed_kinds
+from protocol.lifecycle import sign as sign_lifecycle
 from protocol.notes import format_note, parse_note
 from protocol.quorum import QuorumPolicy
 from protocol.receipts import Receipt, verify_receipt
@@ -86,11 +90,12 @@ from protocol.witness import check_witness_rule
 from store import LogStore, StoreError
 
 from .config import JURISDICTION_NAMES, CorridorConfig
+from .evidence_pool import EvidencePool
 from .ingest import Ingestor
-from .lifecycle import LifecycleTracker
+from .lifecycle import LifecycleTracker, halt_verifier
 from .p2p import GossipMessage, P2PHost, Verdict
 from .quorum import STAKE_CURRENCY, QuorumCollector
-from .replica import Outcome, Replica
+from .replica import ForkDetected, Outcome, Replica
 from .runtime import Kick
 from .sync_server import answer
 from .sync_session import SYNC_REQUEST_TIMEOUT, SyncSession
@@ -157,6 +162,7 @@ class CorridorStatistics:
     cosignatures_received: int = 0
     watcher_cosignatures_received: int = 0
     quorum_final: int = 0
+    forks: int = 0
     peer_faults: dict[str, int] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
 
@@ -193,11 +199,15 @@ class CorridorService:
         self.counterparty_key = config.counterparty_key
         self.counterparty_cosigner = config.counterparty_key.with_alg(ALG_COSIGNATURE_V1)
         party = config.party or _party_of(config)
+        self.party = party
+        self.log_keys = {self.origin: self.key.verifier(), self.counterparty_origin: self.counterparty_key}
         self.lifecycle = LifecycleTracker(
             store, config.id, (self.origin, self.counterparty_origin),
             {party: self.key.verifier(), _other(config.id, party): config.counterparty_key},
-            definition=config.definition,
+            definition=config.definition, verify_evidence=halt_verifier(self.log_keys),
         )  # fmt: skip
+        self.evidence: EvidencePool | None = None
+        """The node's evidence pool (set by the daemon): stores and verifies gossiped evidence."""
         self.writer = LogWriter(
             store, config.id, self.key, on_batch=self._publish_batch,
             gate=functools.partial(self.lifecycle.gate, self.origin),
@@ -225,8 +235,8 @@ class CorridorService:
         )
         self.quorum = QuorumCollector(
             store, config.id, cosigners, policy=policy, stake_currency=currency,
-            unbonding_period=unbonding, now=now, slash_policy=slash_policy,
-            log_keys={self.origin: self.key.verifier(), self.counterparty_origin: self.counterparty_key},
+            unbonding_period=unbonding, now=now, slash_policy=slash_policy, log_keys=self.log_keys,
+            halted=self.lifecycle.halted,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ running
@@ -237,14 +247,17 @@ class CorridorService:
         host.set_topic_validator(topic(self.id, "receipts"), self._validate_receipts)
         host.set_topic_validator(topic(self.id, "checkpoints"), self._validate_checkpoint)
         host.set_topic_validator(topic(self.id, "cosignatures"), self._validate_cosignature)
+        host.set_topic_validator(topic(self.id, "evidence"), self._validate_evidence)
         receipts = await host.subscribe(topic(self.id, "receipts"), buffer=1024)
         checkpoints = await host.subscribe(topic(self.id, "checkpoints"))
         cosignatures = await host.subscribe(topic(self.id, "cosignatures"))
+        evidence = await host.subscribe(topic(self.id, "evidence"))
         async with trio.open_nursery() as nursery:
             await nursery.start(self.writer.run)
             nursery.start_soon(self._consume, receipts, self._on_receipts)
             nursery.start_soon(self._consume, checkpoints, self._on_checkpoint)
             nursery.start_soon(self._consume, cosignatures, self._on_cosignature)
+            nursery.start_soon(self._consume, evidence, self._on_evidence)
             nursery.start_soon(self._sync_loop)
             nursery.start_soon(self._cosign_loop)
             nursery.start_soon(self._announce_loop)
@@ -265,8 +278,74 @@ class CorridorService:
             async for message in channel:
                 try:
                     await handle(message)
+                except ForkDetected as exc:
+                    await self.on_fork(exc.evidence, f"gossip from {message.origin}")
                 except (PeerProtocolError, StoreError) as exc:
                     self._fault(message.origin, message.topic, exc)
+
+    # -------------------------------------------------------------------- forks
+
+    def _validate_evidence(self, peer_id: str, data: bytes) -> Verdict:
+        """Evidence gossip: forward only what verifies and is new; a forgery is the sender's fault."""
+        if self.evidence is None:
+            return Verdict.IGNORE
+        try:
+            if len(data) > MAX_GOSSIP_BYTES:
+                raise PeerProtocolError("too-large", f"evidence of {len(data)} bytes")
+            _, new = self.evidence.add(self.id, data)
+        except (PeerProtocolError, LocalProtocolError, StoreError) as exc:
+            self._count_rejection(peer_id, exc)
+            return Verdict.REJECT
+        return Verdict.ACCEPT if new else Verdict.IGNORE
+
+    async def _on_evidence(self, message: GossipMessage) -> None:
+        evidence = json.loads(message.data)
+        if evidence.get("kind") == "log-equivocation":
+            await self.on_fork(evidence, f"evidence gossip from {message.origin}")
+
+    async def on_fork(self, evidence: dict[str, Any], where: str) -> None:
+        """Verified-or-not ``log-equivocation`` evidence reached us: verify, keep, gossip, halt.
+
+        Evidence that does not verify is logged and dropped (a detector's claim is not a fork).
+        """
+        if self.evidence is None:
+            log.error("fork evidence from %s but no evidence pool", where, extra={"corridor": self.id})
+            return
+        try:
+            _, new = await trio.to_thread.run_sync(self.evidence.add, self.id, evidence)
+        except (PeerProtocolError, LocalProtocolError) as exc:
+            self.stats.rejected[exc.reason] = self.stats.rejected.get(exc.reason, 0) + 1
+            log.warning("fork evidence from %s refused: %s: %s", where, exc.reason, exc.message,
+                        extra={"corridor": self.id, "reason": exc.reason})  # fmt: skip
+            return
+        digest = evidence_digest(evidence).hex()
+        if self.lifecycle.note_fork(digest, evidence):
+            self.stats.forks += 1
+            log.error(
+                "FORK: %s signed conflicting statements (evidence %s, from %s); corridor %s halts",
+                evidence.get("origin"), digest, where, self.id,
+                extra={"corridor": self.id, "origin": evidence.get("origin"), "evidence": digest},
+            )  # fmt: skip
+        if new:
+            await self.host.publish(topic(self.id, "evidence"), canonical(evidence))
+        await self._record_halt(evidence, digest)
+
+    async def _record_halt(self, evidence: dict[str, Any], digest: str) -> None:
+        """Write ACTIVE -> HALTED with the evidence into our log (once; other states are left alone)."""
+        if self.lifecycle.state().state != State.ACTIVE:
+            return
+        payload = sign_lifecycle(
+            {
+                "corridor_id": self.id, "from": "ACTIVE", "to": "HALTED",
+                "reason": f"log equivocation of {evidence.get('origin')}",
+                "evidence": {"type": "log-equivocation", "digest_sha256": digest, "body": evidence},
+            },
+            {self.party: self.key},
+        )  # fmt: skip
+        try:
+            await self.writer.submit("lifecycle", payload)
+        except SezError as exc:  # already recorded, or the state moved on meanwhile
+            log.info("halt not recorded: %s: %s", exc.reason, exc.message, extra={"corridor": self.id})
 
     # --------------------------------------------------------------- validators
 
@@ -479,6 +558,9 @@ class CorridorService:
                 failures += 1
                 self.stats.sync_failures += 1
                 log.info("sync round for %s failed: %r", self.id, exc, extra={"corridor": self.id})
+            except ForkDetected as exc:
+                failures += 1
+                await self.on_fork(exc.evidence, "sync")
             except (PeerProtocolError, StoreError) as exc:
                 failures += 1
                 self.stats.sync_failures += 1
@@ -590,10 +672,20 @@ class CorridorService:
         merge = functools.partial(self.quorum.merge, self.counterparty_origin, cp, parse_note(note), [line])
         await trio.to_thread.run_sync(merge)
         await self._evaluate(self.counterparty_origin, cp.size)
-        if await trio.to_thread.run_sync(self._grew_by_more_than_acks, acked, cp.size):
-            await self.writer.submit(
-                "ack", {"origin": self.counterparty_origin, "size": cp.size, "root": cp.root.hex()}
-            )
+        may_ack = self.writer.gate is None or "ack" in allowed_kinds(
+            await trio.to_thread.run_sync(self.lifecycle.effective_state)
+        )
+        if may_ack and await trio.to_thread.run_sync(self._grew_by_more_than_acks, acked, cp.size):
+            try:
+                await self.writer.submit(
+                    "ack", {"origin": self.counterparty_origin, "size": cp.size, "root": cp.root.hex()}
+                )
+            except LocalProtocolError as exc:
+                if exc.reason != "corridor-state":
+                    raise
+                # The lifecycle moved (a halt, a suspension) between the check and the write: no ack.
+                log.info("ack not written: %s", exc.message, extra={"corridor": self.id})
+                return cp.size
             record["acked_size"] = cp.size
             await trio.to_thread.run_sync(self.store.set_witness_state, self.counterparty_origin, record)
             self.stats.acks_written += 1
@@ -643,6 +735,8 @@ class CorridorService:
             },
             "counterparty_cosigned_size": cosigned_ours,
             "lifecycle": str(self.lifecycle.state().state),
+            "halted": self.lifecycle.halted(),
+            "forks": sorted(self.lifecycle.unresolved_forks()),
             "finality": self.quorum.status(),
             "stake": self.quorum.watchers(),
             "peers": {

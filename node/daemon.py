@@ -162,6 +162,13 @@ class Daemon:
                     )  # fmt: skip
                 self.settlements = {cid: for_corridor(svc) for cid, svc in self.services.items()}
                 host.set_stream_handler(SETTLE_PROTOCOL_ID, serve_settle_frames(lambda: self.settlements))
+                evidence = EvidencePool(
+                    store,
+                    {cid: svc.log_keys for cid, svc in self.services.items()},
+                    policies={cid: svc.quorum.slash_policy for cid, svc in self.services.items()},
+                )
+                for service in self.services.values():
+                    service.evidence = evidence
                 registry = build_registry(NodeCollector(lambda: self.services, lambda: self.host))
                 app = build_app(
                     ApiContext(
@@ -173,11 +180,7 @@ class Daemon:
                         policy=self,
                         registry=registry,
                         settlements=self.settlements,
-                        evidence=EvidencePool(
-                            store,
-                            {cid: svc.quorum.log_keys or {} for cid, svc in self.services.items()},
-                            policies={cid: svc.quorum.slash_policy for cid, svc in self.services.items()},
-                        ),
+                        evidence=evidence,
                     )
                 )
                 http = HypercornConfig()

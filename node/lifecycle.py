@@ -18,6 +18,14 @@ the node has the corridor definition, DRAFT -> PENDING must bind that definition
 
 Receipts in the counterparty's log are never refused for their kind: its log is its own and signed;
 a lifecycle payload in it that does not verify is reported (``rejected`` in the API) and ignored.
+
+**Forks** (design §8): when this node holds verified ``log-equivocation`` evidence of one of the
+corridor's logs (:meth:`LifecycleTracker.note_fork`), an ACTIVE corridor is treated as HALTED at once,
+before any halt receipt is written: receipt production stops to what HALTED allows, and finality
+stops (``halted``). The corridor service then records the ACTIVE -> HALTED transition with the
+evidence. A halt's evidence is verified with the logs' keys and without an age limit (a fork is a
+fork whenever it is read: every node folding the same logs must reach the same state, whatever its
+clock); a resolution (HALTED -> ACTIVE) settles the evidence that halted the corridor.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from protocol.errors import LocalProtocolError, PeerProtocolError
+from protocol.evidence import evidence_verifier
 from protocol.keys import VerifierKey
 from protocol.lifecycle import (
     CorridorState,
@@ -43,11 +52,17 @@ from protocol.lifecycle import (
 )
 from store import LogStore, StoreError
 
-__all__ = ["LifecycleGate", "LifecycleTracker"]
+__all__ = ["LifecycleGate", "LifecycleTracker", "halt_verifier"]
 
 log = logging.getLogger(__name__)
 
 _MARK = b'"kind":"lifecycle"'
+_NO_LIMIT = 2**62
+
+
+def halt_verifier(log_keys: Mapping[str, VerifierKey]) -> EvidenceVerifier:
+    """The ACTIVE -> HALTED evidence hook: ``log-equivocation`` of one of ``log_keys``'s logs, any age."""
+    return evidence_verifier(log_keys=log_keys, now=0, window=_NO_LIMIT, max_skew=_NO_LIMIT)
 
 
 class LifecycleTracker:
@@ -85,6 +100,8 @@ class LifecycleTracker:
         self._merged = merge(corridor_id, [[], []], self.registered_keys)
         self._applied: frozenset[str] = frozenset()
         self._recorded: dict[str, set[str]] = {origin: set() for origin in self.origins}
+        self._forks: dict[str, dict[str, Any]] = {}
+        """Verified log-equivocation evidence this node holds: digest hex -> evidence JSON."""
 
     def _read(self) -> bool:
         """Read lifecycle receipts appended since the last read; True if any was new."""
@@ -131,8 +148,52 @@ class LifecycleTracker:
             return self._merged
 
     def state(self) -> CorridorState:
-        """The corridor's current state."""
+        """The corridor's current state as the logs record it."""
         return self.merged().lifecycle.state
+
+    def note_fork(self, digest: str, evidence: Mapping[str, Any]) -> bool:
+        """Remember verified fork evidence (its digest hex); False if already known."""
+        with self._lock:
+            if digest in self._forks:
+                return False
+            self._forks[digest] = dict(evidence)
+            return True
+
+    def _settled(self) -> set[str]:
+        """Evidence digests whose halt a later resolution (HALTED -> ACTIVE) settled."""
+        by_digest = {
+            signing_digest(payload).hex(): payload
+            for payloads in self._payloads.values()
+            for payload in payloads
+        }
+        settled: set[str] = set()
+        halting: str | None = None
+        for transition in self._merged.lifecycle.history:
+            payload = by_digest.get(transition.digest, {})
+            if transition.to_state == State.HALTED:
+                halting = payload.get("evidence", {}).get("digest_sha256")
+            elif transition.from_state == State.HALTED and halting is not None:
+                settled.add(halting)
+                halting = None
+        return settled
+
+    def unresolved_forks(self) -> dict[str, dict[str, Any]]:
+        """Fork evidence held and not settled by a resolution: digest hex -> evidence JSON."""
+        with self._lock:
+            self.merged()
+            settled = self._settled()
+            return {digest: body for digest, body in self._forks.items() if digest not in settled}
+
+    def effective_state(self) -> State:
+        """The state receipts are admitted under: ACTIVE with an unresolved fork counts as HALTED."""
+        state = self.state().state
+        if state == State.ACTIVE and self.unresolved_forks():
+            return State.HALTED
+        return state
+
+    def halted(self) -> bool:
+        """Receipt production and finality stop (design §8): HALTED, or an unresolved fork seen."""
+        return self.effective_state() == State.HALTED
 
     def gate(self, origin: str) -> LifecycleGate:
         """A gate for one batch of ``origin``'s writer, starting from the current state."""
@@ -156,10 +217,13 @@ class LifecycleTracker:
                 }
                 for r in merged.rejected
             ]
+        effective = self.effective_state()
         return {
             "corridor": self.corridor_id,
             "state": str(state.state),
-            "allowed_kinds": sorted(allowed_kinds(state.state)),
+            "effective_state": str(effective),
+            "forks": sorted(self.unresolved_forks()),
+            "allowed_kinds": sorted(allowed_kinds(effective)),
             "definition_digest": state.definition_digest,
             "suspended_by": state.suspended_by,
             "halt_evidence": state.halt_evidence,
@@ -188,6 +252,8 @@ class LifecycleGate:
         self.state = state
         self.applied = applied
         self.recorded = recorded
+        self.fork_pending = False
+        """An unresolved fork is held while the logs still say ACTIVE: admit as HALTED."""
 
     def admit(self, kind: str, payload: Mapping[str, Any]) -> None:
         """Admit one receipt of ``kind``; for ``lifecycle``, advance the batch's state.
@@ -200,6 +266,8 @@ class LifecycleGate:
                 ``definition-mismatch``, ...).
         """
         state = self.state.state
+        if self.fork_pending and state == State.ACTIVE:
+            state = State.HALTED
         if kind not in allowed_kinds(state):
             raise LocalProtocolError(
                 "corridor-state",
@@ -235,5 +303,7 @@ class LifecycleGate:
         self.state = apply(
             self.state, payload, self.tracker.registered_keys, verify_evidence=self.tracker.verify_evidence
         )
+        if self.state.state == State.HALTED:
+            self.fork_pending = False
         self.applied.add(digest)
         self.recorded.add(digest)

@@ -97,6 +97,7 @@ class QuorumCollector:
         now: Callable[[], float] = time.time,
         log_keys: Mapping[str, VerifierKey] | None = None,
         slash_policy: SlashPolicy = DEFAULT_SLASH_POLICY,
+        halted: Callable[[], bool] = lambda: False,
     ) -> None:
         self.store = store
         self.corridor_id = corridor_id
@@ -108,6 +109,8 @@ class QuorumCollector:
         self._now = now
         self.log_keys = None if log_keys is None else dict(log_keys)
         self.slash_policy = slash_policy
+        self.halted = halted
+        """While it answers True (a fork, design §8), nothing becomes final."""
         self._lock = threading.RLock()
         self._entries: list[LedgerEntry] = []
         self._scanned: dict[str, int] = {origin: 0 for origin in self.origins}
@@ -306,6 +309,11 @@ class QuorumCollector:
                 keys = self.active_keys(ledger)
                 cosigners = [vkey for vkey, key in keys.items() if self._verifies(note, cp, key)]
                 decision = decide(cosigners, weights, counterparty_cosigned=party, policy=self.policy)
+            if decision.final and self.halted():
+                # Finality stops while the corridor is halted by a fork (design §8).
+                decision = QuorumDecision(
+                    False, decision.cosigning_stake, decision.active_stake, decision.cosigners, ("halted",)
+                )
             if size >= self.last_decisions.get(origin, (0, decision))[0]:
                 self.last_decisions[origin] = (size, decision)
             if decision.final:

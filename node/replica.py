@@ -12,6 +12,11 @@ all in one batch. The outcome says what the caller should do next:
 * ``GAP``: the batch starts beyond the replica head: pull the range by sync.
 * invalid input raises :class:`~protocol.errors.PeerProtocolError` (reject the
   gossip, penalise the peer); nothing stored changes.
+* **a fork** raises :class:`ForkDetected` (a ``PeerProtocolError``) carrying
+  ``log-equivocation`` evidence (design §8): a receipt validly signed by the writer
+  that differs from the one held at its sequence, or a validly signed checkpoint
+  with another root than the one held at its size. The caller records and gossips
+  the evidence and halts the corridor; nothing stored changes.
 
 A checkpoint whose size is beyond what the replica holds is kept in memory as
 the *target* that sync must reach (its signature is verified first).
@@ -22,15 +27,26 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from protocol.checkpoints import Checkpoint, open_checkpoint
 from protocol.errors import PeerProtocolError
+from protocol.evidence import log_equivocation_from_checkpoints, log_equivocation_from_receipts
 from protocol.keys import VerifierKey
-from store import LogStore
+from protocol.receipts import Receipt, verify_receipt
+from store import LogStore, StoreError
 
 from .ingest import Ingestor
 
-__all__ = ["Outcome", "Replica", "ReplicaStatus"]
+__all__ = ["ForkDetected", "Outcome", "Replica", "ReplicaStatus"]
+
+
+class ForkDetected(PeerProtocolError):
+    """The writer signed two conflicting statements; ``evidence`` is the ``log-equivocation`` JSON."""
+
+    def __init__(self, message: str, evidence: dict[str, Any], **details: Any) -> None:
+        super().__init__("log-equivocation", message, **details)
+        self.evidence = evidence
 
 
 class Outcome(enum.Enum):
@@ -90,10 +106,47 @@ class Replica:
         cp, _ = open_checkpoint(note, self.key)
         head = self.store.head(self.origin)
         if cp.size <= head.size:
-            self.store.add_checkpoint(self.origin, note)
+            self._add_checkpoint(cp, note)
         elif self._target is None or cp.size > self._target.size:
             self._target, self._target_note = cp, note
         return cp
+
+    def _add_checkpoint(self, cp: Checkpoint, note: bytes) -> None:
+        """Store a verified checkpoint; a conflicting one at a held size is a fork (:class:`ForkDetected`)."""
+        try:
+            self.store.add_checkpoint(self.origin, note)
+        except PeerProtocolError as exc:
+            if exc.reason != "checkpoint-conflict":
+                raise
+            try:
+                held = self.store.checkpoint(self.origin, cp.size)
+            except StoreError:
+                raise exc from None  # no stored note at that size: the conflict is with our tree only
+            evidence = log_equivocation_from_checkpoints(held, note, self.key)
+            raise ForkDetected(
+                f"{self.origin} signed two checkpoints of size {cp.size} with different roots",
+                evidence, size=cp.size,
+            ) from exc  # fmt: skip
+
+    def _conflict(self, sequence: int, ours: bytes, theirs: bytes) -> PeerProtocolError:
+        """The error for a received receipt that differs from the one held at ``sequence``."""
+        try:
+            verify_receipt(Receipt.from_bytes(theirs), self.key)
+        except PeerProtocolError:
+            # Not validly signed by the writer: a peer's forgery, not the writer's fork.
+            return PeerProtocolError(
+                "conflicting-receipt",
+                f"receipt {sequence} of {self.origin} differs from the one held",
+                sequence=sequence,
+            )
+        received = Receipt.from_bytes(theirs)
+        if received.sequence != sequence:
+            return PeerProtocolError(
+                "bad-batch", f"receipt at position {sequence} carries sequence {received.sequence}"
+            )
+        evidence = log_equivocation_from_receipts(ours, theirs)
+        message = f"{self.origin} signed two different receipts with sequence {sequence}"
+        return ForkDetected(message, evidence, sequence=sequence)
 
     def apply(self, start: int, receipts: Sequence[bytes], checkpoint: bytes | None) -> Outcome:
         """Apply receipts ``start``.. (and the writer's checkpoint covering them, if given).
@@ -119,12 +172,7 @@ class Replica:
             held = self.store.receipts(self.origin, start, start + len(overlap))
             for offset, (ours, theirs) in enumerate(zip(held, overlap, strict=True)):
                 if ours != theirs:
-                    # Validly signed, this is equivocation evidence (issue 5); either way it is not our log.
-                    raise PeerProtocolError(
-                        "conflicting-receipt",
-                        f"receipt {start + offset} of {self.origin} differs from the one held",
-                        sequence=start + offset,
-                    )
+                    raise self._conflict(start + offset, ours, theirs)
         fresh = receipts[skip:]
         if not fresh:
             if checkpoint is not None:
@@ -143,5 +191,5 @@ class Replica:
             and target.size <= self.store.head(self.origin).size
         ):
             self._target, self._target_note = None, None
-            self.store.add_checkpoint(self.origin, target_note)
+            self._add_checkpoint(target, target_note)
         return Outcome.APPENDED

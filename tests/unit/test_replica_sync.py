@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 
 from node.ingest import Ingestor
-from node.replica import Outcome, Replica
+from node.replica import ForkDetected, Outcome, Replica
 from node.sync_server import answer
 from protocol import mmr
 from protocol.checkpoints import Checkpoint, sign_checkpoint
 from protocol.errors import PeerProtocolError
+from protocol.evidence import verify_evidence
 from protocol.keys import SigningKey
 from protocol.notes import format_note
 from protocol.proofs import verify_consistency, verify_inclusion
@@ -154,10 +155,17 @@ def test_forged_and_conflicting_input_changes_nothing(writer_store: LogStore, re
     with pytest.raises(PeerProtocolError) as info:
         replica.apply(50, [r.raw for r in forged[50:60]], None)
     assert info.value.reason in {"wrong-key", "prev-root-mismatch"}
-    other_history = receipts(60, KEY, start_amount=1000)  # validly signed, different content
-    with pytest.raises(PeerProtocolError) as info:
+    with pytest.raises(PeerProtocolError) as info:  # a forger's receipt where one is held: not a fork
+        replica.apply(40, [r.raw for r in forged[40:60]], None)
+    assert info.value.reason == "conflicting-receipt" and not isinstance(info.value, ForkDetected)
+    other_history = receipts(60, KEY, start_amount=1000)  # validly signed by the writer, different content
+    with pytest.raises(ForkDetected) as fork:
         replica.apply(40, [r.raw for r in other_history[40:60]], None)
-    assert info.value.reason == "conflicting-receipt"
+    assert fork.value.reason == "log-equivocation" and fork.value.details["sequence"] == 40
+    verified = verify_evidence(
+        fork.value.evidence, log_keys={ORIGIN: KEY.verifier()}, now=2_000_000_000, window=2**40, max_skew=0
+    )
+    assert (verified.kind, verified.offender) == ("log-equivocation", ORIGIN)
     with pytest.raises(PeerProtocolError) as info:
         replica.apply(50, raws[50:60], note(60, b"\x00" * 32, FORGER))
     assert info.value.reason == "missing-log-signature"  # same name, other key: no line verifies
@@ -168,4 +176,12 @@ def test_forged_and_conflicting_input_changes_nothing(writer_store: LogStore, re
         replica.apply(50, raws[50:60], note(60, b"\x11" * 32))  # signed by the writer, wrong root
     assert info.value.reason == "checkpoint-conflict"
     assert replica.status().size == 50  # the conflicting checkpoint refused the whole batch
+    # A checkpoint the writer signed at a size whose signed checkpoint is held, with another root: a fork.
+    replica.apply(50, raws[50:60], note(60, writer_store.root_at(ORIGIN, 60)))
+    with pytest.raises(ForkDetected) as fork:
+        replica.note_checkpoint(note(60, b"\x22" * 32))
+    verified = verify_evidence(
+        fork.value.evidence, log_keys={ORIGIN: KEY.verifier()}, now=2_000_000_000, window=2**40, max_skew=0
+    )
+    assert verified.offender == ORIGIN and replica.status().size == 60
     assert fsck(replica.store).ok
