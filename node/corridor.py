@@ -82,6 +82,7 @@ from protocol.wire import (
 from protocol.witness import check_witness_rule
 from store import LogStore, StoreError
 
+from .anchoring import CorridorAnchors
 from .config import CorridorConfig
 from .ingest import Ingestor
 from .p2p import GossipMessage, P2PHost, Verdict
@@ -177,6 +178,11 @@ class CorridorService:
         self.quorum = QuorumCollector(
             store, config.id, cosigners, policy=QuorumPolicy(min_watchers=config.min_watchers), now=now
         )
+        self.anchors = CorridorAnchors(
+            store=store, corridor_id=config.id, origin=self.origin,
+            log_keys={self.origin: self.key.verifier(), self.counterparty_origin: config.counterparty_key},
+            quorum=self.quorum, host=host, config=config.anchor,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ running
 
@@ -197,6 +203,7 @@ class CorridorService:
             nursery.start_soon(self._sync_loop)
             nursery.start_soon(self._cosign_loop)
             nursery.start_soon(self._announce_loop)
+            await nursery.start(self.anchors.run)  # optional L1 anchoring; never blocks the rest
             task_status.started()
 
     def _fault(self, peer: str, where: str, exc: SezError) -> None:
@@ -593,6 +600,7 @@ class CorridorService:
             "counterparty_cosigned_size": cosigned_ours,
             "finality": self.quorum.status(),
             "stake": self.quorum.watchers(),
+            "anchoring": self.anchors.status(),
             "peers": {
                 "configured": list(self.config.peer_ids),
                 "connected": [p for p in self.config.peer_ids if self.host.is_connected(p)],

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from . import mmr
+from .anchor import checkpoint_digest, split_bundle_extra
 from .checkpoints import Checkpoint
 from .errors import PeerProtocolError
 from .keys import VerifierKey
@@ -53,7 +54,8 @@ def verify_receipt_bundle(
     bundle = TlogProof.decode(data)
     if bundle.extra is None:
         raise PeerProtocolError("missing-receipt", "bundle carries no receipt in its extra line")
-    receipt = Receipt.from_bytes(bundle.extra)
+    receipt_bytes, anchor = split_bundle_extra(bundle.extra)
+    receipt = Receipt.from_bytes(receipt_bytes)
     checks = ["bundle format", "receipt schema and canonical form", "receipt next_root recomputed"]
     if receipt.origin != log_key.name:
         raise PeerProtocolError(
@@ -68,4 +70,11 @@ def verify_receipt_bundle(
     checks += [f"inclusion path to checkpoint root (size {checkpoint.size})", "log signature on checkpoint"]
     verified = verify_receipt(receipt, log_key)
     checks.append("receipt signature")
+    if anchor is not None:
+        # Offline, an anchor binds to the bundle only by digest; the chain check needs an RPC node.
+        if anchor.digest != checkpoint_digest(bundle.checkpoint) or anchor.origin != checkpoint.origin:
+            raise PeerProtocolError(
+                "anchor-digest-mismatch", "the bundle's anchor record anchors another checkpoint"
+            )
+        checks.append(f"anchor record names this checkpoint (chain {anchor.chain_id}, tx {anchor.tx_hash})")
     return BundleVerdict(verified, checkpoint, tuple(checks))

@@ -14,6 +14,7 @@ from protocol.sync import MAX_IN_FLIGHT, NEED_DATA, FrameDecoder, SyncClient, fr
 from protocol.wire import (
     MAX_GOSSIP_BYTES,
     MAX_SYNC_FRAME,
+    AnchorAnnouncement,
     CheckpointAnnouncement,
     CosignatureAnnouncement,
     ErrorResponse,
@@ -45,6 +46,7 @@ SAMPLES: list[Message] = [
     ReceiptsResponse(id=2, origin=ORIGIN, start=100, receipts=()),
     ProofResponse(id=3, hashes=(b"\x00" * 32, b"\xff" * 32)),
     ErrorResponse(id=9, reason="unknown-origin", message="no such log"),
+    AnchorAnnouncement(corridor="PAK-KSA", record=b'{"type":"sez.anchor/v1"}'),
 ]
 
 
