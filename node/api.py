@@ -15,11 +15,15 @@ GET      /v1/corridors/{corridor}/settlements            the settlement receipts
 GET      /v1/corridors/{corridor}/watchers               the stake ledger: watchers, bonded, active, slashed
 GET      /v1/corridors/{corridor}/evidence               verified misbehaviour evidence, oldest first
 GET      /v1/corridors/{corridor}/policy                 the trust policy (schemas/policy.json)
+GET      /v1/corridors/{corridor}/anchors                L1 anchor records and anchoring status
 GET      /v1/logs/{origin}/receipts/{sequence}           the receipt (canonical JSON)
 GET      /v1/logs/{origin}/receipts/{sequence}/finality  {"receipt_signed", "counterparty_cosigned",
-                                                         "quorum_final", "quorum_final_size"}
+                                                         "quorum_final", "quorum_final_size",
+                                                         "anchored", "anchored_size"}
 GET      /v1/logs/{origin}/checkpoint[?size=N]           the signed (cosigned) checkpoint note
 GET      /v1/logs/{origin}/proof/{sequence}[?size=N]     c2sp.org/tlog-proof@v1 bundle with the receipt
+         [?anchor=1]                                     (against the anchored checkpoint, with the
+                                                         anchor record in ``extra``)
 GET      /v1/logs/{origin}/consistency?old=M[&new=N]     {"old", "new", "hashes": [base64…]}
 GET      /healthz                                        {"status": "ok"}
 GET      /metrics                                        Prometheus text format
@@ -46,6 +50,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from protocol.anchor import AnchorRecord, join_bundle_extra
 from protocol.checkpoints import parse_checkpoint
 from protocol.errors import LocalProtocolError, PeerProtocolError, SezError
 from protocol.jcs import loads_strict
@@ -140,6 +145,16 @@ class PolicySource(Protocol):
         """The corridor's trust policy, JSON-ready (``schemas/policy.json``)."""
 
 
+class AnchorSource(Protocol):
+    """What the API asks the daemon about L1 anchors (design §10)."""
+
+    def corridor_anchors(self, corridor_id: str) -> dict[str, Any]:
+        """``{"corridor", "anchoring", "anchors": [records]}``."""
+
+    def covering_anchor(self, origin: str, sequence: int) -> AnchorRecord | None:
+        """The smallest confirmed anchor of ``origin`` covering receipt ``sequence``, or None."""
+
+
 @dataclass
 class ApiContext:
     """Everything the API reads or writes."""
@@ -151,6 +166,8 @@ class ApiContext:
     status: StatusSource
     finality: FinalitySource | None = None
     """Quorum finality and stake (the daemon); without it those routes answer 404."""
+    anchors: AnchorSource | None = None
+    """L1 anchors (the daemon); without it ``/anchors`` answers 404 and ``?anchor=1`` proofs are refused."""
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     policy: PolicySource | None = None
     """The corridors' trust policies (the daemon); without it that route answers 404."""
@@ -322,6 +339,14 @@ def build_app(ctx: ApiContext) -> Starlette:
             raise StoreError("not-found", "this node does not serve trust policies")
         return JSONResponse(ctx.policy.corridor_policy(request.path_params["corridor"]))
 
+    def anchor_source() -> AnchorSource:
+        if ctx.anchors is None:
+            raise StoreError("not-found", "this node does not serve anchors")
+        return ctx.anchors
+
+    async def anchors(request: Request) -> Response:
+        return JSONResponse(anchor_source().corridor_anchors(request.path_params["corridor"]))
+
     async def checkpoint(request: Request) -> Response:
         note = ctx.store.checkpoint(request.path_params["origin"], _int_param(request, "size"))
         return Response(note, media_type="text/plain; charset=utf-8")
@@ -330,7 +355,13 @@ def build_app(ctx: ApiContext) -> Starlette:
         origin = request.path_params["origin"]
         index = int(request.path_params["sequence"])
         size = _int_param(request, "size")
-        note = ctx.store.checkpoint(origin, size)
+        anchored = None
+        if request.query_params.get("anchor") in ("1", "true"):
+            # Prove against the anchored checkpoint; the anchor record rides in ``extra`` (design §11).
+            anchored = anchor_source().covering_anchor(origin, index)
+            if anchored is None:
+                raise StoreError("not-found", f"no confirmed anchor covers receipt {index} of {origin}")
+        note = ctx.store.checkpoint(origin, size) if anchored is None else anchored.checkpoint.encode()
         cp, _ = parse_checkpoint(note)
         if index >= cp.size:
             raise StoreError(
@@ -340,7 +371,9 @@ def build_app(ctx: ApiContext) -> Starlette:
             index=index,
             proof=tuple(ctx.store.inclusion_proof(origin, index, cp.size)),
             checkpoint=note,
-            extra=ctx.store.receipt(origin, index),
+            extra=ctx.store.receipt(origin, index)
+            if anchored is None
+            else join_bundle_extra(ctx.store.receipt(origin, index), anchored),
         )
         return Response(bundle.encode(), media_type="text/plain; charset=utf-8")
 
@@ -382,6 +415,7 @@ def build_app(ctx: ApiContext) -> Starlette:
         Route("/v1/corridors/{corridor}/settlements", _guard(settlements), methods=["GET"]),
         Route("/v1/corridors/{corridor}/evidence", _guard(evidence), methods=["GET"]),
         Route("/v1/corridors/{corridor}/policy", _guard(trust_policy), methods=["GET"]),
+        Route("/v1/corridors/{corridor}/anchors", _guard(anchors), methods=["GET"]),
         Route("/v1/logs/{origin:path}/receipts/{sequence:int}/finality", _guard(finality), methods=["GET"]),
         Route("/v1/logs/{origin:path}/receipts/{sequence:int}", _guard(receipt), methods=["GET"]),
         Route("/v1/logs/{origin:path}/checkpoint", _guard(checkpoint), methods=["GET"]),

@@ -28,6 +28,7 @@ from .keyfile import load_signing_key, write_secret_file
 
 __all__ = [
     "JURISDICTION_NAMES",
+    "AnchorConfig",
     "ConfigError",
     "CorridorConfig",
     "NodeConfig",
@@ -45,6 +46,20 @@ class ConfigError(LocalProtocolError):
     def __init__(self, where: str, problem: str) -> None:
         super().__init__("bad-config", f"{where}: {problem}", field=where)
         self.where = where
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnchorConfig:
+    """Optional L1 anchoring of a corridor (design §10): the ``anchor`` table of a corridor entry."""
+
+    chain_id: int
+    rpc_url: str
+    key_file: Path
+    every_checkpoints: int = 10
+    every_seconds: int = 600
+    confirmations: int = 6
+    poll_seconds: float = 2.0
+    stuck_seconds: float = 60.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,6 +86,9 @@ class CorridorConfig:
         """The counterparty's jurisdiction code."""
         first, second = self.id.split("-")
         return second if self.party == first else first
+
+    anchor: AnchorConfig | None = None
+    """L1 anchoring; None (the default) means off."""
 
     @property
     def peer_ids(self) -> tuple[str, ...]:
@@ -140,6 +158,17 @@ def _where(error: jsonschema.ValidationError) -> str:
     return ".".join(parts) or "(top level)"
 
 
+def _anchor_config(table: dict[str, Any] | None, base: Path) -> AnchorConfig | None:
+    if table is None:
+        return None
+    return AnchorConfig(
+        chain_id=table["chain_id"], rpc_url=table["rpc_url"], key_file=(base / table["key_file"]).resolve(),
+        every_checkpoints=table.get("every_checkpoints", 10), every_seconds=table.get("every_seconds", 600),
+        confirmations=table.get("confirmations", 6), poll_seconds=float(table.get("poll_seconds", 2.0)),
+        stuck_seconds=float(table.get("stuck_seconds", 60.0)),
+    )  # fmt: skip
+
+
 def load_config(path: str | Path) -> NodeConfig:
     """Read, validate and resolve a node configuration file.
 
@@ -205,6 +234,7 @@ def load_config(path: str | Path) -> NodeConfig:
                 ),
                 definition=definition,
                 party=node["jurisdiction"],
+                anchor=_anchor_config(entry.get("anchor"), base),
             )
         )
     config = NodeConfig(

@@ -89,6 +89,7 @@ from protocol.wire import (
 from protocol.witness import check_witness_rule
 from store import LogStore, StoreError
 
+from .anchoring import CorridorAnchors
 from .config import JURISDICTION_NAMES, CorridorConfig
 from .evidence_pool import EvidencePool
 from .ingest import Ingestor
@@ -238,6 +239,10 @@ class CorridorService:
             unbonding_period=unbonding, now=now, slash_policy=slash_policy, log_keys=self.log_keys,
             halted=self.lifecycle.halted,
         )  # fmt: skip
+        self.anchors = CorridorAnchors(
+            store=store, corridor_id=config.id, origin=self.origin, log_keys=self.log_keys,
+            quorum=self.quorum, host=host, config=config.anchor,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ running
 
@@ -261,6 +266,7 @@ class CorridorService:
             nursery.start_soon(self._sync_loop)
             nursery.start_soon(self._cosign_loop)
             nursery.start_soon(self._announce_loop)
+            await nursery.start(self.anchors.run)  # optional L1 anchoring; never blocks the rest
             task_status.started()
 
     def _fault(self, peer: str, where: str, exc: SezError) -> None:
@@ -739,6 +745,7 @@ class CorridorService:
             "forks": sorted(self.lifecycle.unresolved_forks()),
             "finality": self.quorum.status(),
             "stake": self.quorum.watchers(),
+            "anchoring": self.anchors.status(),
             "peers": {
                 "configured": list(self.config.peer_ids),
                 "connected": [p for p in self.config.peer_ids if self.host.is_connected(p)],

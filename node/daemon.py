@@ -30,11 +30,13 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
+from protocol.anchor import AnchorRecord
 from protocol.checkpoints import open_checkpoint
 from protocol.errors import LocalProtocolError, SezError
 from protocol.sync import PROTOCOL_ID
 from store import LogStore, StoreError
 
+from .anchoring import finality_fields
 from .api import ApiContext, build_app
 from .config import NodeConfig
 from .corridor import CorridorService, serve_sync_frames
@@ -123,7 +125,21 @@ class Daemon:
         """Finality of one receipt of either log of one of our corridors (API)."""
         for service in self.services.values():
             if origin in (service.origin, service.counterparty_origin):
-                return service.quorum.finality(origin, sequence)
+                return {
+                    **service.quorum.finality(origin, sequence),
+                    **finality_fields(service.anchors, origin, sequence),
+                }
+        raise LocalProtocolError("unknown-origin", f"no corridor of this node has the log {origin!r}")
+
+    def corridor_anchors(self, corridor_id: str) -> dict[str, Any]:
+        """The anchor records and anchoring status of one corridor (API)."""
+        return self._service(corridor_id).anchors.listing()
+
+    def covering_anchor(self, origin: str, sequence: int) -> AnchorRecord | None:
+        """The smallest confirmed anchor covering receipt ``sequence`` of ``origin`` (API proofs)."""
+        for service in self.services.values():
+            if origin in (service.origin, service.counterparty_origin):
+                return service.anchors.covering(origin, sequence)
         raise LocalProtocolError("unknown-origin", f"no corridor of this node has the log {origin!r}")
 
     def corridor_watchers(self, corridor_id: str) -> dict[str, Any]:
@@ -178,6 +194,7 @@ class Daemon:
                         status=self,
                         finality=self,
                         policy=self,
+                        anchors=self,
                         registry=registry,
                         settlements=self.settlements,
                         evidence=evidence,

@@ -9,6 +9,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .anchoring import anchor_metrics
+
 if TYPE_CHECKING:
     from .corridor import CorridorService
     from .p2p import P2PHost
@@ -68,6 +70,7 @@ class NodeCollector(Collector):
         yield lag
         yield from counters.values()
         yield rejected
+        yield from anchor_metrics(self._services())
         host = self._host()
         if host is not None:
             p2p = host.statistics()

@@ -27,6 +27,7 @@ canonicalizer.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import rfc8785
@@ -159,11 +160,38 @@ _canonical_decoder = json.JSONDecoder(
 """For input that must be canonical: a duplicate key cannot survive the byte comparison, so no hook."""
 
 
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def _nesting_depth(text: str) -> int:
+    """The deepest nesting of ``[``/``{`` outside strings (only for input with many brackets)."""
+    depth = deepest = 0
+    for char in _BRACKETS.findall(_STRINGS.sub("", text)):
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
 def _decode(data: bytes | str, decoder: json.JSONDecoder, max_bytes: int) -> Any:
     if len(data) > max_bytes:
         raise PeerProtocolError("too-large", f"JSON of {len(data)} bytes exceeds the limit of {max_bytes}")
+    # Nesting is bounded here, not by the interpreter's recursion limit, which a library may raise
+    # (py_ecc, under eth-account, sets it to 100,000): the C decoder would then recurse deep enough
+    # on "[[[[..." to overflow the C stack. Counting brackets is cheap; only input with more brackets
+    # than the depth limit is scanned exactly.
+    brackets = (
+        data.count(b"[") + data.count(b"{")
+        if isinstance(data, bytes | bytearray)
+        else (data.count("[") + data.count("{"))
+    )
     try:
         text = data.decode("utf-8") if isinstance(data, bytes | bytearray) else data
+        if brackets > _MAX_DEPTH and _nesting_depth(text) > _MAX_DEPTH:
+            raise PeerProtocolError("bad-json", f"JSON nested deeper than {_MAX_DEPTH}")
         return decoder.decode(text)
     except UnicodeDecodeError as exc:
         raise PeerProtocolError("bad-json", f"not UTF-8: {exc}") from exc

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from . import mmr
+from .anchor import AnchorRecord, checkpoint_digest, split_bundle_extra
 from .checkpoints import Checkpoint, verify_cosignatures, verify_log_signature
 from .errors import PeerProtocolError, SezError
 from .keys import VerifierKey
@@ -62,7 +63,8 @@ def verify_receipt_bundle(
     bundle = TlogProof.decode(data)
     if bundle.extra is None:
         raise PeerProtocolError("missing-receipt", "bundle carries no receipt in its extra line")
-    receipt = Receipt.from_bytes(bundle.extra)
+    receipt_bytes, anchor = split_bundle_extra(bundle.extra)
+    receipt = Receipt.from_bytes(receipt_bytes)
     checks = ["bundle format", "receipt schema and canonical form", "receipt next_root recomputed"]
     if receipt.origin != log_key.name:
         raise PeerProtocolError(
@@ -77,7 +79,18 @@ def verify_receipt_bundle(
     checks += [f"inclusion path to checkpoint root (size {checkpoint.size})", "log signature on checkpoint"]
     verified = verify_receipt(receipt, log_key)
     checks.append("receipt signature")
+    if anchor is not None:
+        checks.append(_anchor_binding(anchor, bundle.checkpoint, checkpoint))
     return BundleVerdict(verified, checkpoint, tuple(checks))
+
+
+def _anchor_binding(anchor: AnchorRecord, checkpoint_note: bytes, checkpoint: Checkpoint) -> str:
+    """Offline, an anchor record binds to the bundle only by digest (the chain check needs an RPC node)."""
+    if anchor.digest != checkpoint_digest(checkpoint_note) or anchor.origin != checkpoint.origin:
+        raise PeerProtocolError(
+            "anchor-digest-mismatch", "the bundle's anchor record anchors another checkpoint"
+        )
+    return f"anchor record names this checkpoint (chain {anchor.chain_id}, tx {anchor.tx_hash})"
 
 
 # --------------------------------------------------------------------------- under a trust policy
@@ -214,7 +227,10 @@ def verify_bundle(data: bytes, policy: TrustPolicy, *, receipt: bytes | None = N
 
         current = "receipt"
         given = receipt.rstrip(b"\n") if receipt is not None else None
-        raw = bundle.extra if bundle.extra is not None else given
+        anchor: AnchorRecord | None = None
+        raw = given
+        if bundle.extra is not None:
+            raw, anchor = _step(lambda: split_bundle_extra(bundle.extra or b""))
         if raw is None:
             raise _Failed(
                 PeerProtocolError("missing-receipt", "the bundle carries no receipt and none was given")
@@ -321,10 +337,15 @@ def verify_bundle(data: bytes, policy: TrustPolicy, *, receipt: bytes | None = N
         if not decision.final:
             raise _Failed(_quorum_failure(policy, cp.origin, decision))
         passed(current, _quorum_detail(policy, decision))
+        if anchor is not None:
+            current = "anchor"
+            passed(current, _step(lambda: _anchor_binding(anchor, bundle.checkpoint_bytes, cp)))
     except _Failed as failed:
         error = failed.error
         checks.append(Check(current, False, error.message, error.reason))
-        if current != "receipt file":
+        if current == "anchor":
+            pass
+        elif current != "receipt file":
             after = CHECK_NAMES[CHECK_NAMES.index(current) + 1 :]
             checks += [Check(n, False, "not checked") for n in after]
         else:

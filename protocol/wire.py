@@ -41,6 +41,7 @@ from typing import Any, ClassVar, Final
 
 import msgpack
 
+from .anchor import MAX_ANCHOR_BYTES
 from .errors import LocalProtocolError, PeerProtocolError
 from .receipts import MAX_RECEIPT_BYTES
 
@@ -50,6 +51,7 @@ __all__ = [
     "MAX_RANGE_RECEIPTS",
     "MAX_SYNC_FRAME",
     "WIRE_VERSION",
+    "AnchorAnnouncement",
     "CheckpointAnnouncement",
     "CosignatureAnnouncement",
     "ErrorResponse",
@@ -146,6 +148,17 @@ class CosignatureAnnouncement(Message):
     origin: str
     cosigner: str
     note: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnchorAnnouncement(Message):
+    """An L1 anchor record's new state (design §10): ``record`` is its canonical JSON
+    (:class:`protocol.anchor.AnchorRecord`, which the receiver decodes and checks)."""
+
+    KIND: ClassVar[str] = "anchor"
+    LIMITS: ClassVar[dict[str, int]] = {"record": MAX_ANCHOR_BYTES}
+    corridor: str
+    record: bytes
 
 
 # ------------------------------------------------------------ sync requests
@@ -294,7 +307,7 @@ class SettleRefused(Message):
 _KINDS: dict[str, type[Message]] = {
     cls.KIND: cls
     for cls in (
-        ReceiptBatch, CheckpointAnnouncement, CosignatureAnnouncement,
+        ReceiptBatch, CheckpointAnnouncement, CosignatureAnnouncement, AnchorAnnouncement,
         GetCheckpoint, GetReceipts, GetConsistency, GetInclusion,
         NoteResponse, ReceiptsResponse, ProofResponse, ErrorResponse,
         SettleProposal, SettleAccepted, SettleRefused,

@@ -211,6 +211,21 @@ class LogStore:
                 "io", f"LMDB {'write' if write else 'read'} on {self.path} failed: {exc}"
             ) from exc
 
+    def named_db(self, name: bytes) -> Any:
+        """A further named database of this environment, created on first use (e.g. ``anchors``).
+
+        For the other modules of ``store`` that own their own records (``store.anchors``); the
+        databases above are opened with the store, these only by the module that needs them, so a
+        store written before that module existed still opens read-only.
+
+        Raises:
+            StoreError(io): LMDB refused (e.g. more than ``max_dbs`` databases).
+        """
+        try:
+            return self._env.open_db(name, create=True)
+        except lmdb.Error as exc:
+            raise StoreError("io", f"cannot open database {name!r} of {self.path}: {exc}") from exc
+
     def close(self) -> None:
         """Close the environment. Idempotent."""
         self._env.close()

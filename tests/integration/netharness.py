@@ -199,6 +199,7 @@ def make_network(
     checkpoint_every: int = 100,
     checkpoint_interval: int = 1,
     activate: bool = True,
+    anchor: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Network:
     """Write a node directory per jurisdiction under ``tmp_path`` and return the :class:`Network`.
 
@@ -210,6 +211,8 @@ def make_network(
     Each corridor ``A-B`` is configured on node A and node B with the other as counterparty (its log's
     origin, verifier key and peer address). ``extra_peers[corridor][jurisdiction]`` lists more peer
     multiaddrs (``.../p2p/<id>``) that node allows and dials in that corridor, after the counterparty.
+    ``anchor[jurisdiction]`` is the ``anchor`` table of that node's corridors, with ``key`` (a hex
+    secp256k1 key) written to ``anchor.key`` in the node's folder in place of ``key_file``.
     """
     extra_peers = extra_peers or {}
     ports = free_ports(2 * len(jurisdictions))
@@ -255,6 +258,13 @@ def make_network(
                     "checkpoint_interval": checkpoint_interval,
                 }
             )
+            if anchor and jurisdiction in anchor:
+                table = dict(anchor[jurisdiction])
+                key_file = spec.directory / "anchor.key"
+                if not key_file.exists():
+                    write_secret_file(key_file, str(table.pop("key")) + "\n")
+                table.pop("key", None)
+                entries[-1]["anchor"] = {**table, "key_file": "anchor.key"}
         write_initial_config(
             spec.directory, jurisdiction=jurisdiction, listen=f"/ip4/127.0.0.1/tcp/{spec.p2p_port}",
             http=f"127.0.0.1:{spec.http_port}", corridors=entries,

@@ -95,6 +95,9 @@ async def test_submit_then_read_back(client: httpx.AsyncClient) -> None:
     bundle = await client.get(f"/v1/logs/{ORIGIN}/proof/2")
     verdict = verify_receipt_bundle(bundle.content, KEY.verifier())
     assert verdict.receipt.receipt.sequence == 2
+    # Without an anchor source (anchoring is issue 7's daemon part), anchored proofs and anchors are 404.
+    assert (await client.get(f"/v1/logs/{ORIGIN}/proof/2", params={"anchor": "1"})).status_code == 404
+    assert (await client.get("/v1/corridors/PAK-KSA/anchors")).status_code == 404
 
     first = (await client.get(f"/v1/logs/{ORIGIN}/checkpoint", params={"size": 1})).content
     old_cp, _ = open_checkpoint(first, KEY.verifier())

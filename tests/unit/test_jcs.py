@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
@@ -148,3 +149,20 @@ def test_lone_surrogate_escapes_are_refused_not_a_crash(data: bytes) -> None:
     with pytest.raises(PeerProtocolError) as info:
         parse_canonical(data, max_bytes=1024)
     assert info.value.reason == "non-canonical-json"
+
+
+@pytest.mark.parametrize("parse", [parse_canonical, loads_strict])
+def test_deep_nesting_is_refused_whatever_the_recursion_limit(parse: Any) -> None:
+    """A library may raise the recursion limit (py_ecc under eth-account sets 100,000): the depth
+    bound must not depend on it, or "[[[[..." would recurse in C until the stack overflows."""
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(100_000)
+    try:
+        with pytest.raises(PeerProtocolError) as info:
+            parse(b"[" * 300_000 + b"]" * 300_000, max_bytes=1 << 20)
+        assert info.value.reason == "bad-json" and "deeper" in info.value.message
+    finally:
+        sys.setrecursionlimit(old)
+    # Brackets inside strings do not count, and 32 levels are allowed.
+    assert parse(b'{"a":"' + b"[" * 100 + b'"}', max_bytes=1 << 20) == {"a": "[" * 100}
+    assert parse(b"[" * 32 + b"]" * 32, max_bytes=1 << 20) is not None

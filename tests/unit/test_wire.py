@@ -14,6 +14,7 @@ from protocol.sync import MAX_IN_FLIGHT, NEED_DATA, FrameDecoder, SyncClient, fr
 from protocol.wire import (
     MAX_GOSSIP_BYTES,
     MAX_SYNC_FRAME,
+    AnchorAnnouncement,
     CheckpointAnnouncement,
     CosignatureAnnouncement,
     ErrorResponse,
@@ -51,6 +52,7 @@ SAMPLES: list[Message] = [
     SettleProposal(id=1, corridor="PAK-KSA", statement=b'{"type":"sez.settlement/v1"}'),
     SettleAccepted(id=1, statement=b"{}"),
     SettleRefused(id=1, reason="statement-mismatch", message="differs", details=b'{"differences":[]}'),
+    AnchorAnnouncement(corridor="PAK-KSA", record=b'{"type":"sez.anchor/v1"}'),
 ]
 
 
