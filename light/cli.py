@@ -5,7 +5,8 @@ under a corridor trust policy (JSON or C2SP tlog-policy, as ``sez-node policy ex
 :func:`protocol.light.verify_bundle`, prints each check and a verdict, and exits 0 when verified, 1 with
 ``REJECTED: <reason>: <message>`` on stderr otherwise. ``--log-key VKEY`` instead of ``--policy``
 checks the bundle against the log's key alone (no cosignature quorum: not a finality check).
-``--rpc`` (anchor verification) is not available in this build and is refused as such.
+With ``--rpc URL`` the bundle must carry an anchor record (``sez-node proof --anchor``), which is then
+verified on the chain itself (``light.chain``): transaction, calldata, block, ``--confirmations``.
 
 ``sez-light follow --node URL --policy POLICY [--state DIR] [--evidence DIR] [--interval S] [--once |
 --polls N] [--origin O]`` keeps the last verified checkpoint per origin on disk, demands a consistency
@@ -25,6 +26,7 @@ from protocol.keys import VerifierKey
 from protocol.light import verify_bundle, verify_receipt_bundle
 from protocol.policy import MAX_POLICY_BYTES, TrustPolicy, parse_policy
 
+from .chain import bundle_anchor, verify_on_chain
 from .follow import EXIT_ERROR, NodeClient, follow
 
 __all__ = ["main"]
@@ -49,12 +51,31 @@ def _reject(reason: str, message: str) -> int:
     return 1
 
 
+def _verify_anchor(args: argparse.Namespace, data: bytes, policy: TrustPolicy) -> int:
+    """The ``--rpc`` step, after the bundle verified: its anchor, on the chain."""
+    try:
+        record = bundle_anchor(data)
+        if record is None:
+            return _reject(
+                "no-anchor", "the bundle carries no anchor record (ask the node for an anchored bundle)"
+            )
+        log_key = next((entry.key for entry in policy.logs if entry.origin == record.origin), None)
+        verdict = verify_on_chain(record, args.rpc, confirmations=args.confirmations, log_key=log_key)
+    except SezError as exc:
+        print(f"FAIL anchor on chain: {exc.message}")
+        return _reject(exc.reason, exc.message)
+    for check in verdict.checks:
+        print(f"ok   anchor on chain: {check}")
+    print(
+        f"ANCHORED: checkpoint of size {verdict.checkpoint.size} in block {verdict.block_number} "
+        f"({verdict.block_hash}), {verdict.confirmations} confirmations"
+    )
+    return 0
+
+
 def _verify(args: argparse.Namespace) -> int:
-    if args.rpc is not None:
-        return _reject(
-            "rpc-unavailable",
-            "anchor verification (--rpc) is not available in this build of sez-light; verify without --rpc",
-        )
+    if args.rpc is not None and args.policy is None:
+        return _reject("usage", "--rpc needs --policy (the anchored checkpoint's log key comes from it)")
     try:
         data = _read(args.bundle, _MAX_BUNDLE_FILE)
         if args.log_key is not None:
@@ -96,7 +117,7 @@ def _verify(args: argparse.Namespace) -> int:
             print(f"{mark} {check.name}: {check.detail}")
     if report.verified:
         print(report.message)
-        return 0
+        return _verify_anchor(args, data, policy) if args.rpc is not None else 0
     print(report.message, file=sys.stderr)
     return 1
 
@@ -172,7 +193,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     trust.add_argument("--policy", metavar="POLICY", help="trust policy file (JSON or C2SP tlog-policy)")
     trust.add_argument("--log-key", metavar="VKEY", help="the log's verifier key only (no quorum check)")
     p.add_argument("--receipt", metavar="RECEIPT", help="the receipt given separately; must be the bundle's")
-    p.add_argument("--rpc", metavar="URL", help="verify the anchor on chain (not available in this build)")
+    p.add_argument(
+        "--rpc", metavar="URL", help="verify the bundle's anchor on the chain behind this JSON-RPC URL"
+    )
+    p.add_argument(
+        "--confirmations",
+        type=int,
+        default=6,
+        metavar="N",
+        help="blocks that make an anchor final (default 6)",
+    )
     p.add_argument("--json", action="store_true", help="print the checks as one JSON object")
     p.set_defaults(func=_verify)
     p = sub.add_parser(

@@ -11,6 +11,8 @@ anvil restarts (with its state) anchoring resumes and confirms the new checkpoin
 
 from __future__ import annotations
 
+import dataclasses
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from protocol.light import verify_receipt_bundle
 from protocol.tlog_proof import TlogProof
 from tests.bench import anchoring as bench
 from tests.integration.anvil import CHAIN_ID, DEV_KEY, DEV_KEY_2, Anvil, require_anvil
-from tests.integration.netharness import Network, make_network, transfer, wait_until
+from tests.integration.netharness import ROOT, Network, _child_env, make_network, transfer, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -76,7 +78,14 @@ def _verify_on_chain(chain: Anvil, record: AnchorRecord, log_key: Any) -> None:
     )  # fmt: skip
 
 
-def test_two_nodes_anchor_on_anvil(setup: tuple[Network, Anvil]) -> None:
+def _light(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "sez-light"), *args], capture_output=True, text=True, timeout=60,
+        check=False, env=_child_env(),
+    )  # fmt: skip
+
+
+def test_two_nodes_anchor_on_anvil(setup: tuple[Network, Anvil], tmp_path: Path) -> None:
     network, chain = setup
     network.start("PAK", "KSA")
     pak, ksa = network["PAK"], network["KSA"]
@@ -104,6 +113,28 @@ def test_two_nodes_anchor_on_anvil(setup: tuple[Network, Anvil]) -> None:
     verdict = verify_receipt_bundle(response.content, log_key)
     assert verdict.checkpoint.size == carried.size and any("anchor record" in c for c in verdict.checks)
     _verify_on_chain(chain, carried, log_key)
+    # sez-light verify --rpc: the bundle under the exported policy, then its anchor on the chain itself.
+    policy = tmp_path / "policy.json"
+    policy.write_bytes(pak.http.get(f"/v1/corridors/{C}/policy").content)
+    anchored = tmp_path / "anchored.bundle"
+    anchored.write_bytes(response.content)
+    done = _light(
+        "verify", str(anchored), "--policy", str(policy), "--rpc", chain.url, "--confirmations", "2"
+    )
+    assert done.returncode == 0 and "ANCHORED:" in done.stdout, done.stdout + done.stderr
+    # A record naming another transaction (the digest still matches): the chain says no.
+    nowhere = "0x" + "ab" * 32
+    forged = dataclasses.replace(carried, tx_hash=nowhere, attempts=(nowhere,))
+    forged_bundle = tmp_path / "forged.bundle"
+    receipt_only, _ = split_bundle_extra(bundle.extra)
+    forged_bundle.write_bytes(
+        TlogProof(index=bundle.index, proof=bundle.proof, checkpoint=bundle.checkpoint,
+                  extra=join_bundle_extra(receipt_only, forged)).encode()
+    )  # fmt: skip
+    done = _light("verify", str(forged_bundle), "--policy", str(policy), "--rpc", chain.url)
+    assert done.returncode == 1 and done.stderr.startswith("REJECTED: anchor-tx-missing"), (
+        done.stdout + done.stderr
+    )
     # A receipt beyond every confirmed anchor has no anchored bundle.
     head = pak.status(C)["log"]["size"]
     missing = pak.http.get(f"/v1/logs/{origin}/proof/{head - 1}", params={"anchor": "1"})

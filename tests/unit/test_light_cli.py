@@ -68,11 +68,15 @@ def test_json_output(files: dict[str, Path], capsys: pytest.CaptureFixture[str])
     assert [c["name"] for c in report["checks"]][-1] == "quorum"
 
 
-def test_rpc_is_refused_as_not_available(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["verify", str(files["bundle"]), "--policy", str(files["json"]), "--rpc", "http://127.0.0.1:8545"]
+def test_rpc_needs_an_anchored_bundle(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    """--rpc checks the bundle's anchor on the chain (tests/integration/test_anchor_processes.py does it
+    against anvil); a bundle without an anchor record is refused before any RPC call."""
+    argv = ["verify", str(files["bundle"]), "--policy", str(files["json"]), "--rpc", "http://127.0.0.1:9"]
     assert cli.main(argv) == 1
     out, err = capsys.readouterr()
-    assert out == "" and err.startswith("REJECTED: rpc-unavailable: ")
+    assert "VERIFIED" in out and err.startswith("REJECTED: no-anchor: ")
+    assert cli.main(["verify", str(files["bundle"]), "--log-key", "x", "--rpc", "http://127.0.0.1:9"]) == 1
+    assert capsys.readouterr().err.startswith("REJECTED: usage: ")
 
 
 def test_bad_policy_and_missing_files(
