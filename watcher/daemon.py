@@ -27,7 +27,7 @@ import json
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -46,7 +46,9 @@ from node.p2p import open_host as open_p2p_host
 from node.runtime import Kick, run_foreground
 from node.sync_session import SyncSession
 from protocol.checkpoints import Checkpoint, add_signatures, cosign, open_checkpoint, parse_checkpoint
-from protocol.errors import PeerProtocolError
+from protocol.errors import LocalProtocolError, PeerProtocolError
+from protocol.evidence import log_equivocation_from_checkpoints
+from protocol.jcs import canonical
 from protocol.notes import format_note, parse_note
 from protocol.sync import PROTOCOL_ID
 from protocol.tlog_witness import (
@@ -89,6 +91,7 @@ class WatcherStatistics:
     cosigned: int = 0
     evidence: int = 0
     sync_failures: int = 0
+    forks_reported: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
 
 
@@ -107,6 +110,9 @@ class Watcher:
         self.locks = {entry.origin: trio.Lock() for entry in config.logs}
         self.stats = WatcherStatistics()
         self._now = now
+        self.publish_evidence: Callable[[str, bytes], Awaitable[None]] | None = None
+        """Gossips evidence on a corridor's evidence topic (set by :func:`run_watcher`)."""
+        self.corridor_of = {entry.origin: entry.corridor for entry in config.logs}
 
     def now(self) -> int:
         """Unix seconds for cosignature timestamps."""
@@ -146,6 +152,31 @@ class Watcher:
             log.warning(
                 "kept evidence for %s: %s", origin, reason, extra={"origin": origin, "reason": reason}
             )
+            await self._gossip_fork(origin, note)
+
+    def fork_evidence(self, origin: str, note: bytes) -> dict[str, Any] | None:
+        """``log-equivocation`` evidence if ``note`` and the checkpoint cosigned for ``origin`` are
+        validly log-signed at one size with two roots (design §8: a watcher is a fork detector too)."""
+        held = self.protection.last_note(origin)
+        key = self.log_keys.get(origin)
+        if held is None or key is None:
+            return None
+        try:
+            held_cp, new_cp = open_checkpoint(held, key)[0], open_checkpoint(note, key)[0]
+            if held_cp.size != new_cp.size or held_cp.root == new_cp.root:
+                return None
+            return log_equivocation_from_checkpoints(held, note, key)
+        except (PeerProtocolError, LocalProtocolError):
+            return None
+
+    async def _gossip_fork(self, origin: str, note: bytes) -> None:
+        evidence = self.fork_evidence(origin, note)
+        if evidence is None or self.publish_evidence is None:
+            return
+        self.stats.forks_reported += 1
+        log.error("FORK: %s signed two checkpoints of one size; gossiping the evidence", origin,
+                  extra={"origin": origin})  # fmt: skip
+        await self.publish_evidence(self.corridor_of[origin], canonical(evidence))
 
     def state(self) -> dict[str, Any]:
         """What this watcher last cosigned per origin (``GET /v1/state``)."""
@@ -168,6 +199,7 @@ class Watcher:
                 "cosigned": self.stats.cosigned,
                 "evidence": self.stats.evidence,
                 "sync_failures": self.stats.sync_failures,
+                "forks_reported": self.stats.forks_reported,
                 "rejected": dict(self.stats.rejected),
             },
         }
@@ -378,6 +410,11 @@ async def run_watcher(
         allow = sorted({pid for entry in config.logs for pid in entry.peer_ids})
         async with open_p2p_host(identity, listen_addr=config.listen, allowlist=allow, peers=peers) as host:
             followers = {entry.origin: LogFollower(watcher, entry, host) for entry in config.logs}
+
+            async def publish_evidence(corridor: str, data: bytes) -> None:
+                await host.publish(topic(corridor, "evidence"), data)
+
+            watcher.publish_evidence = publish_evidence
             http = HypercornConfig()
             http.bind = [f"{config.http_host}:{config.http_port}"]
             http.accesslog = None

@@ -14,6 +14,7 @@ from node.config import ConfigError
 from node.p2p import Verdict
 from protocol.checkpoints import Checkpoint, parse_checkpoint, sign_checkpoint, verify_cosignatures
 from protocol.errors import PeerProtocolError
+from protocol.evidence import verify_evidence
 from protocol.keys import SigningKey
 from protocol.notes import format_note, parse_signature_lines, with_signatures
 from protocol.wire import CheckpointAnnouncement, CosignatureAnnouncement, decode, encode
@@ -382,3 +383,23 @@ async def test_gossip_cosign_persists_before_publishing(config_path: Path, store
         "inconsistent",
     ]
     assert watcher.protection.last(ORIGIN) == cp(25) and len(host.published) == 2
+
+
+async def test_a_same_size_fork_is_gossiped_as_log_equivocation(config_path: Path, store: LogStore) -> None:
+    """A watcher refusing a validly signed checkpoint of the cosigned size with another root builds
+    ``log-equivocation`` evidence from the two notes and gossips it (nodes verify it and halt)."""
+    watcher = Watcher(load_config(config_path), store, now=lambda: 1700000000)
+    sent: list[tuple[str, bytes]] = []
+
+    async def publish(corridor: str, data: bytes) -> None:
+        sent.append((corridor, data))
+
+    watcher.publish_evidence = publish
+    assert (await _post(watcher, body(0, note(10)))).status_code == 200
+    assert (await _post(watcher, body(10, note(25), TREE.consistency(10, 25)[:-1]))).status_code == 422
+    assert sent == []  # a bad proof is kept as evidence, but proves no fork by itself
+    assert (await _post(watcher, body(10, note(10, tree=FORK)))).status_code == 409
+    ((corridor, data),) = sent
+    verified = verify_evidence(data, log_keys={ORIGIN: LOG.verifier()}, now=0, window=1, max_skew=2**40)
+    assert corridor == "PAK-KSA" and (verified.kind, verified.offender) == ("log-equivocation", ORIGIN)
+    assert watcher.state()["stats"]["forks_reported"] == 1
