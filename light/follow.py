@@ -194,7 +194,8 @@ def follow_origin(
                 check_extends(old, at_ours, None)
         relation = check_extends(old, new, proof)
     except Inconsistency as alarm:
-        evidence = inconsistency_evidence(alarm, proof)
+        log_key = next((entry.key for entry in policy.logs if entry.origin == origin), None)
+        evidence = inconsistency_evidence(alarm, proof, log_key)
         name = (
             f"{quote(origin, safe='')}-{alarm.old.checkpoint.size}-{alarm.new.checkpoint.size}.evidence.json"
         )

@@ -28,6 +28,8 @@ from typing import Any, Final, Literal
 
 from .checkpoints import Checkpoint, parse_checkpoint, verify_cosignatures, verify_log_signature
 from .errors import PeerProtocolError
+from .evidence import log_equivocation_from_checkpoints
+from .keys import VerifierKey
 from .policy import TrustPolicy
 from .proofs import verify_consistency
 from .quorum import QuorumDecision
@@ -132,14 +134,21 @@ def check_extends(
     return "extends"
 
 
-def inconsistency_evidence(error: Inconsistency, proof: Sequence[bytes] | None) -> dict[str, Any]:
-    """The evidence file's JSON object: both signed checkpoints verbatim, the sizes, roots and the proof."""
+def inconsistency_evidence(
+    error: Inconsistency, proof: Sequence[bytes] | None, log_key: VerifierKey | None = None
+) -> dict[str, Any]:
+    """The evidence file's JSON object: both signed checkpoints verbatim, the sizes, roots and the proof.
+
+    For a ``checkpoint-fork`` (two roots at one size) and the log's key, it also carries the
+    network's own ``log-equivocation`` evidence (``protocol.evidence``) under ``log_equivocation``:
+    what any node verifies from its own bytes and halts the corridor on.
+    """
 
     def side(followed: FollowedCheckpoint) -> dict[str, Any]:
         cp = followed.checkpoint
         return {"size": cp.size, "root": cp.root.hex(), "checkpoint": followed.note.decode("utf-8")}
 
-    return {
+    document: dict[str, Any] = {
         "type": EVIDENCE_TYPE,
         "origin": error.old.checkpoint.origin,
         "reason": error.reason,
@@ -148,3 +157,8 @@ def inconsistency_evidence(error: Inconsistency, proof: Sequence[bytes] | None) 
         "new": side(error.new),
         "consistency_proof": None if proof is None else [base64.b64encode(h).decode() for h in proof],
     }
+    if error.reason == "checkpoint-fork" and log_key is not None:
+        document["log_equivocation"] = log_equivocation_from_checkpoints(
+            error.old.note, error.new.note, log_key
+        )
+    return document

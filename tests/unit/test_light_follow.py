@@ -21,6 +21,7 @@ import pytest
 from light import cli
 from light.follow import EXIT_ALARM, NodeClient, follow, state_path
 from protocol.checkpoints import Checkpoint, add_signatures, cosign, sign_checkpoint
+from protocol.evidence import verify_evidence
 from protocol.light_follow import EVIDENCE_TYPE, check_extends, open_followed_checkpoint
 from protocol.notes import format_note
 from protocol.policy import TrustPolicy
@@ -158,6 +159,12 @@ def test_same_size_other_root_is_a_fork(node: FakeNode, tmp_path: Path) -> None:
     node.tree = FORK
     assert poll(node, tmp_path, lines) == EXIT_ALARM
     assert lines[-1].startswith("ALARM: checkpoint-fork: ")
+    # The evidence file carries the network's log-equivocation evidence: a node verifies it and halts.
+    [evidence_file] = (tmp_path / "evidence").iterdir()
+    carried = json.loads(evidence_file.read_text())["log_equivocation"]
+    log_keys = {entry.origin: entry.key for entry in POLICY.logs}
+    verified = verify_evidence(carried, log_keys=log_keys, now=0, window=1, max_skew=2**40)
+    assert (verified.kind, verified.offender) == ("log-equivocation", PAK_ORIGIN)
 
 
 def test_a_node_behind_is_not_an_alarm_but_a_fork_behind_is(node: FakeNode, tmp_path: Path) -> None:
