@@ -64,7 +64,7 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
-READY_TIMEOUT = 30.0
+READY_TIMEOUT = 60.0
 """Seconds a daemon may take to print its ready line: interpreter start-up and importing libp2p
 take 2-3 s alone, more on a loaded 2-core CI machine."""
 STOP_TIMEOUT = 15.0

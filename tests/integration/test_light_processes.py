@@ -27,6 +27,7 @@ import pytest
 from protocol.light_follow import open_followed_checkpoint
 from protocol.policy import TrustPolicy, parse_policy
 from tests.integration.netharness import (
+    ACTIVATION_RECEIPTS,
     Network,
     _child_env,
     _sez_node_argv,
@@ -173,7 +174,8 @@ def test_follow_catches_a_forked_log(tmp_path: Path) -> None:
         follow = [SEZ_LIGHT, "follow", "--node", spec.base_url, "--policy", policy_file, "--origin", origin]
         trusted = run(*follow, "--state", state, "--once")
         assert trusted.returncode == 0, trusted.stdout + trusted.stderr
-        assert "trusting first checkpoint: size 5" in trusted.stdout
+        size = ACTIVATION_RECEIPTS + 5
+        assert f"trusting first checkpoint: size {size}" in trusted.stdout
         state_copy = tmp_path / "state-copy"
         shutil.copytree(state, state_copy)
 
@@ -184,7 +186,7 @@ def test_follow_catches_a_forked_log(tmp_path: Path) -> None:
         pak.start()
         for index in range(3):
             assert pak.submit(C, transfer(f"B-{index}", amount=7)).status_code == 201
-        assert pak.status(C)["log"]["size"] == 5
+        assert pak.status(C)["log"]["size"] == size
 
         same_size = run(*follow, "--state", state, "--once")
         assert same_size.returncode == 3, same_size.stdout + same_size.stderr
@@ -194,14 +196,16 @@ def test_follow_catches_a_forked_log(tmp_path: Path) -> None:
         policy = parse_policy(policy_file.read_bytes())
         old = open_followed_checkpoint(evidence["old"]["checkpoint"].encode(), policy, origin)
         new = open_followed_checkpoint(evidence["new"]["checkpoint"].encode(), policy, origin)
-        assert old.checkpoint.size == new.checkpoint.size == 5
+        assert old.checkpoint.size == new.checkpoint.size == size
         assert old.checkpoint.root != new.checkpoint.root  # both signed by PAK's log key
 
         assert pak.submit(C, transfer("B-3", amount=7)).status_code == 201
         larger = run(*follow, "--state", state_copy, "--once")
         assert larger.returncode == 3, larger.stdout + larger.stderr
         assert "ALARM: inconsistent-checkpoints: " in larger.stdout
-        assert f"old 5/{old.checkpoint.root.hex()}" in larger.stdout and "new 6/" in larger.stdout
+        assert (
+            f"old {size}/{old.checkpoint.root.hex()}" in larger.stdout and f"new {size + 1}/" in larger.stdout
+        )
         [evidence_file] = (state_copy / "evidence").iterdir()
         assert json.loads(evidence_file.read_text())["reason"] == "inconsistent-checkpoints"
     finally:
