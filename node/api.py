@@ -224,11 +224,16 @@ def _check_slash(ctx: ApiContext, corridor_id: str, kind: object, payload: objec
     ctx.evidence.verify_slash(corridor_id, payload)
 
 
+_MAX_QUERY_INT = 2**63 - 1
+"""Sizes in query parameters are at most 2**63 - 1 (``maximum`` in schemas/openapi.json); larger is a 400."""
+
+
 def _int_param(request: Request, name: str, default: int | None = None) -> int | None:
     text = request.query_params.get(name)
     if text is None:
         return default
-    if not text.isdigit() or len(text) > 19:
+    # isascii: str.isdigit() also holds for "²" (int() refuses it) and "١٢" (int() reads 12).
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) > _MAX_QUERY_INT:
         raise PeerProtocolError(
             "bad-request", f"query parameter {name}={text!r} is not a non-negative integer"
         )

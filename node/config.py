@@ -25,6 +25,7 @@ from protocol.lifecycle import check_definition
 from protocol.schemas import load_schema
 
 from .keyfile import load_signing_key, write_secret_file
+from .private_files import require_private
 
 __all__ = [
     "JURISDICTION_NAMES",
@@ -184,6 +185,8 @@ def load_config(path: str | Path) -> NodeConfig:
         raise ConfigError(str(config_path), f"cannot read: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(config_path), f"not valid TOML: {exc}") from exc
+    except RecursionError as exc:  # tomllib recurses once per nested bracket
+        raise ConfigError(str(config_path), "not valid TOML: nested too deeply") from exc
     validator = jsonschema.Draft202012Validator(load_schema("config.node"))
     errors = sorted(validator.iter_errors(raw), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
@@ -237,6 +240,9 @@ def load_config(path: str | Path) -> NodeConfig:
                 anchor=_anchor_config(entry.get("anchor"), base),
             )
         )
+    for key in ("data_dir", "signing_key", "identity_key", "api_token_file"):
+        if "\x00" in node[key]:  # the OS cannot name such a file; pathlib raises ValueError
+            raise ConfigError(f"node.{key}", "a path must not contain a NUL character")
     config = NodeConfig(
         path=config_path,
         jurisdiction=node["jurisdiction"],
@@ -257,14 +263,30 @@ def load_config(path: str | Path) -> NodeConfig:
             config.signing_key(corridor.origin)
         except LocalProtocolError as exc:
             raise ConfigError("node.signing_key", exc.message) from exc
+    _require_private_secrets(config)
     return config
+
+
+def _require_private_secrets(config: NodeConfig) -> None:
+    """Refuse a loose API token or identity key now, before the daemon opens its store or a port.
+
+    The identity key may not exist yet (``run`` creates it, mode 0600); the token must exist.
+    """
+    secrets_ = [("node.api_token_file", config.api_token_file, "API token file")]
+    if config.identity_key_file.exists():
+        secrets_.append(("node.identity_key", config.identity_key_file, "identity key file"))
+    for where, path, what in secrets_:
+        try:
+            require_private(path, what)
+        except LocalProtocolError as exc:
+            raise ConfigError(where, exc.message) from exc
 
 
 def _load_definition(path: Path, entry: Mapping[str, Any], where: str) -> dict[str, Any]:
     """The corridor definition at ``path``, checked, and naming this corridor's two origins."""
     try:
         definition: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ConfigError(where, f"cannot read the corridor definition {path}: {exc}") from exc
     try:
         check_definition(definition)

@@ -33,6 +33,7 @@ import tomli_w
 
 from node.config import ConfigError
 from node.keyfile import load_signing_key, write_secret_file
+from node.private_files import require_private
 from protocol.errors import LocalProtocolError, PeerProtocolError
 from protocol.keys import ALG_COSIGNATURE_V1, ALG_ED25519, SigningKey, VerifierKey, validate_key_name
 
@@ -163,6 +164,8 @@ def _read(config_path: Path) -> dict[str, Any]:
         raise ConfigError(str(config_path), f"cannot read: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(config_path), f"not valid TOML: {exc}") from exc
+    except RecursionError as exc:  # tomllib recurses once per nested bracket
+        raise ConfigError(str(config_path), "not valid TOML: nested too deeply") from exc
 
 
 def validate(raw: dict[str, Any], config_path: Path) -> WatcherConfig:
@@ -202,6 +205,9 @@ def validate(raw: dict[str, Any], config_path: Path) -> WatcherConfig:
                 corridor=entry["corridor"], origin=entry["origin"], key=key, peers=tuple(entry["peers"])
             )
         )
+    for path_key in ("data_dir", "signing_key", "identity_key"):
+        if "\x00" in section[path_key]:  # the OS cannot name such a file; pathlib raises ValueError
+            raise ConfigError(f"watcher.{path_key}", "a path must not contain a NUL character")
     base = config_path.parent
     host, _, port = section["http"].rpartition(":")
     config = WatcherConfig(
@@ -221,6 +227,11 @@ def validate(raw: dict[str, Any], config_path: Path) -> WatcherConfig:
         config.signing_key()
     except LocalProtocolError as exc:
         raise ConfigError("watcher.signing_key", exc.message) from exc
+    if config.identity_key_file.exists():  # absent: the daemon creates it, mode 0600
+        try:
+            require_private(config.identity_key_file, "identity key file")
+        except LocalProtocolError as exc:
+            raise ConfigError("watcher.identity_key", exc.message) from exc
     return config
 
 
