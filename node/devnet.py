@@ -1,206 +1,191 @@
-"""``sez-node devnet``: a local multi-jurisdiction network on loopback (design §15).
+"""``sez-node devnet``: a local four-jurisdiction network with watchers on loopback (design §15).
 
-Starts PAK, KSA, UAE and CHN ``sez-node run`` processes (three corridors: PAK-KSA, PAK-UAE,
-PAK-CHN), each in its own folder with fresh keys (or the folder given by ``--dir``, which is kept),
-drives transfers both ways in every corridor at ``--rate`` per second through the HTTP API, shows
-live progress, then waits for the replicas to converge, prints a summary, verifies one random
-receipt per corridor as a light client would (proof bundle from the counterparty's node, checked
-offline with only the writer's verifier key), and stops every process cleanly. Ctrl-C stops early
-and still stops every process.
+What it does, in order (each step waits for the previous one's result on the API, bounded):
 
-Watchers, the corridor lifecycle and quorum finality join the devnet with their issues; the
-summary already has the shape the full devnet reports (per corridor and origin: submitted,
-stored, replicated, cosigned, lost).
+1. **Writes** a folder per node (PAK, KSA, UAE, CHN) and per watcher (``--watchers N``, default 4)
+   with fresh keys, under a temporary folder (removed at the end, unless the run failed: its logs are
+   then kept for inspection) or ``--dir`` (kept):
+   :mod:`node.devnet_topology`. Every watcher serves all three corridors (PAK-KSA, PAK-UAE, PAK-CHN).
+2. **Starts** every node (``sez-node run``) and watcher (``sez-watcher run``) as its own process and
+   waits for each one's ready line: :mod:`node.devnet_processes`.
+3. **DRAFT -> PENDING** in every corridor: both parties sign the shipped definition
+   (``configs/corridors/<id>.json``), and each party records the transition in its own log.
+4. **Bonds** the watchers while PENDING: one signed ``watcher.bond`` request per watcher and corridor
+   (``protocol.stake.sign_request``, what ``sez-watcher bond`` prints), all of a corridor's in one
+   batch written by its first party, so one checkpoint covers them. With ``min_watchers`` 3 in the
+   shipped policies, bonding one checkpoint at a time would strand the corridor (``node.quorum``):
+   the first final bond would make one active watcher, and bootstrap finality would end with it.
+   Then waits until both nodes of every corridor count N active watchers (the bonds are final by
+   bilateral bootstrap finality).
+5. **PENDING -> ACTIVE** in every corridor, both parties signing, each recording it.
+6. **Traffic**: transfers both ways in every corridor at ``--rate`` per second for ``--duration``
+   seconds through the HTTP API, with a progress line per corridor every 2 s (log sizes, replica
+   lag, quorum-final sizes, active watchers, forks).
+7. **Settles**: waits until the end state is stable (:func:`node.devnet_report.wait_settled`), prints
+   the summary, and verifies one random receipt per corridor as a light client would, under the
+   corridor's exported trust policy and the quorum rule.
+8. **Stops** every process (SIGTERM, bounded wait, then SIGKILL), on success, on failure, and on
+   Ctrl-C (SIGINT) or SIGTERM of the devnet itself.
+
+Exit status: 0 when nothing is lost, every log is quorum-final at its head and every light-client
+check passed; 1 otherwise; 130 / 143 when interrupted by SIGINT / SIGTERM.
+
+``--watchers 0`` runs without watchers: finality is then bilateral (bootstrap) only, and the light
+client's policy has no watchers. ``--anchor`` is refused: anchoring is not in this build.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import random
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import httpx
 
-from protocol.keys import SigningKey
+from protocol.errors import SezError
 from protocol.lifecycle import activation, definition_digest
-from protocol.light import verify_receipt_bundle
+from protocol.stake import BOND_REQUEST, sign_request
 
-from .config import JURISDICTION_NAMES, write_initial_config
-from .keyfile import write_secret_file
+from .devnet_processes import Child, ChildFailed, stop_all
+from .devnet_report import (
+    LightCheck,
+    Traffic,
+    corridor_snapshot,
+    progress_lines,
+    summarize,
+    unsettled,
+    verify_random_receipts,
+    wait_settled,
+)
+from .devnet_topology import (
+    CORRIDORS,
+    COUNTRY,
+    WATCHER_COUNT,
+    WATCHER_STAKE,
+    DevnetNode,
+    DevnetWatcher,
+    check_description,
+    corridor_currencies,
+    corridor_definition,
+    write_network,
+)
+from .writer import utc_timestamp
 
 __all__ = ["add_devnet_command", "run_devnet"]
 
-JURISDICTIONS = ("PAK", "KSA", "UAE", "CHN")
-CORRIDORS = ("PAK-KSA", "PAK-UAE", "PAK-CHN")
-COUNTRY = {"PAK": "PAK", "KSA": "SAU", "UAE": "ARE", "CHN": "CHN"}
-CURRENCIES = {
-    "PAK-KSA": ("PKR", "SAR", "USD"),
-    "PAK-UAE": ("PKR", "AED", "USD"),
-    "PAK-CHN": ("PKR", "CNY", "USD"),
-}
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-"""The shipped corridor definitions (``configs/corridors/<id>.json``) and devnet description."""
-ACTIVATION_RECEIPTS = 2
-READY_TIMEOUT = 60.0
-CONVERGE_TIMEOUT = 120.0
+READY_TIMEOUT: Final = 90.0
+"""Seconds for every node and watcher to print its ready line (8 processes importing libp2p on 2 cores)."""
+BOND_TIMEOUT: Final = 90.0
+"""Seconds for the watchers' bonds to become final in every corridor."""
+SETTLE_TIMEOUT: Final = 120.0
+"""Seconds after the traffic for every log to be replicated and quorum-final at its head."""
+PROGRESS_EVERY: Final = 2.0
+NODE_TOML: Final = "node.toml"
+_EXIT_ON: Final = {"SIGINT": 130, "SIGTERM": 143}
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+class DevnetError(RuntimeError):
+    """A step of the devnet failed; the message says which and where to look."""
 
 
-@dataclass
-class _Node:
-    jurisdiction: str
-    directory: Path
-    key: SigningKey
-    p2p_port: int
-    http_port: int
-    peer_id: str = ""
-    process: subprocess.Popen[bytes] | None = None
-    token: str = ""
-
-    @property
-    def name(self) -> str:
-        return JURISDICTION_NAMES[self.jurisdiction]
-
-    def origin(self, corridor: str) -> str:
-        return f"{self.name}/corridor/{corridor}"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-
-@dataclass
-class _Traffic:
-    submitted: dict[str, int] = field(default_factory=dict)
-    refused: dict[str, int] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def add(self, origin: str, count: int, refused: int) -> None:
-        with self.lock:
-            self.submitted[origin] = self.submitted.get(origin, 0) + count
-            self.refused[origin] = self.refused.get(origin, 0) + refused
-
-
-def _write_network(base: Path) -> dict[str, _Node]:
-    from .p2p.identity import generate_identity, peer_id_of, save_identity  # noqa: PLC0415 - libp2p is slow to import
-
-    ports = _free_ports(2 * len(JURISDICTIONS))
-    nodes: dict[str, _Node] = {}
-    identities = {}
-    for index, jurisdiction in enumerate(JURISDICTIONS):
-        identity = generate_identity()
-        identities[jurisdiction] = identity
-        nodes[jurisdiction] = _Node(
-            jurisdiction, base / jurisdiction, SigningKey.generate(JURISDICTION_NAMES[jurisdiction]),
-            ports[2 * index], ports[2 * index + 1], peer_id_of(identity),
-        )  # fmt: skip
-    for jurisdiction, node in nodes.items():
-        entries = []
-        for corridor in CORRIDORS:
-            parties = corridor.split("-")
-            if jurisdiction not in parties:
-                continue
-            other = nodes[parties[1] if parties[0] == jurisdiction else parties[0]]
-            entries.append({
-                "id": corridor, "origin": node.origin(corridor),
-                "counterparty_origin": other.origin(corridor),
-                "counterparty_vkey": SigningKey(other.origin(corridor), other.key.seed).verifier().to_vkey(),
-                "peers": [f"/ip4/127.0.0.1/tcp/{other.p2p_port}/p2p/{other.peer_id}"],
-                "checkpoint_every": 200, "checkpoint_interval": 1,
-                "definition": str(CONFIGS / "corridors" / f"{corridor}.json"),
-            })  # fmt: skip
-        write_initial_config(
-            node.directory, jurisdiction=jurisdiction, listen=f"/ip4/127.0.0.1/tcp/{node.p2p_port}",
-            http=f"127.0.0.1:{node.http_port}", corridors=entries,
-        )  # fmt: skip
-        write_secret_file(node.directory / "signing.key", node.key.to_private_line() + "\n", overwrite=True)
-        save_identity(identities[jurisdiction], node.directory / "identity.key")
-        node.token = (node.directory / "api.token").read_text(encoding="utf-8").strip()
-    return nodes
-
-
-def _start(node: _Node) -> None:
-    log = open(node.directory / "node.log", "ab")  # noqa: SIM115 - handed to the child, closed on stop
-    node.process = subprocess.Popen(
-        [sys.executable, "-m", "node.cli", "run", "--config", str(node.directory / "node.toml")],
-        stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
+def _post(node: DevnetNode, corridor: str, transitions: list[dict[str, Any]], what: str) -> int:
+    """POST a batch of transitions to ``node``; return how many receipts it wrote, or raise."""
+    response = httpx.post(
+        f"{node.url}/v1/corridors/{corridor}/transitions", json={"transitions": transitions},
+        headers={"Authorization": f"Bearer {node.token}"}, timeout=30, trust_env=False,
     )  # fmt: skip
-    log.close()
+    if response.status_code != 201:
+        raise DevnetError(f"{node.jurisdiction} refused {what} in {corridor}: {response.text}")
+    return len(response.json()["receipts"])
 
 
-def _wait_ready(node: _Node, deadline: float) -> None:
-    assert node.process is not None and node.process.stdout is not None
-    while time.monotonic() < deadline:
-        line = node.process.stdout.readline()
-        if not line:
-            break
-        try:
-            if json.loads(line).get("event") == "ready":
-                return
-        except ValueError:
-            continue
-    raise RuntimeError(f"{node.jurisdiction} did not become ready; see {node.directory / 'node.log'}")
+def _lifecycle_step(
+    nodes: Mapping[str, DevnetNode], corridor: str, payload: dict[str, Any], traffic: Traffic
+) -> None:
+    """Record one signed lifecycle transition in both parties' logs."""
+    for party in corridor.split("-"):
+        node = nodes[party]
+        step = f"{payload['from']} -> {payload['to']}"
+        written = _post(node, corridor, [{"kind": "lifecycle", "payload": payload}], step)
+        traffic.wrote(node.origin(corridor), "lifecycle", written)
 
 
-def _activate(nodes: dict[str, _Node]) -> None:
-    """Take every corridor from DRAFT to ACTIVE: both parties sign; each records it in its own log."""
+def _bond_requests(watchers: Sequence[DevnetWatcher], corridor: str) -> list[dict[str, Any]]:
+    """One signed ``watcher.bond`` per watcher for ``corridor`` (what ``sez-watcher bond`` prints)."""
+    currency = corridor_definition(corridor)["policy"]["stake_currency"]
+    transitions = []
+    for watcher in watchers:
+        request = {
+            "type": BOND_REQUEST, "watcher": watcher.vkey, "amount": WATCHER_STAKE, "currency": currency,
+            "corridors": [corridor], "collateral_ref": f"devnet-escrow-{watcher.label}-{corridor}",
+            "timestamp": utc_timestamp(),
+        }  # fmt: skip
+        transitions.append({"kind": "watcher.bond", "payload": sign_request(request, watcher.key)})
+    return transitions
+
+
+def _wait_bonds_final(nodes: Mapping[str, DevnetNode], count: int, timeout: float) -> float:
+    """Wait until both nodes of every corridor count ``count`` active watchers; return the seconds taken."""
+    began = time.monotonic()
+    deadline = began + timeout
+    while True:
+        active = {c: corridor_snapshot(nodes, c)["active_watchers"] for c in CORRIDORS}
+        if all(n == count for n in active.values()):
+            return time.monotonic() - began
+        if time.monotonic() >= deadline:
+            raise DevnetError(
+                f"the watchers' bonds did not become final within {timeout:.0f}s "
+                f"(active watchers per corridor: {active}, expected {count})"
+            )
+        time.sleep(0.5)
+
+
+def _prepare_corridors(
+    nodes: Mapping[str, DevnetNode], watchers: Sequence[DevnetWatcher], traffic: Traffic
+) -> None:
+    """DRAFT -> PENDING, bond the watchers, wait for the bonds to be final, PENDING -> ACTIVE."""
+    agreements = {}
     for corridor in CORRIDORS:
-        parties = corridor.split("-")
-        definition = json.loads((CONFIGS / "corridors" / f"{corridor}.json").read_text(encoding="utf-8"))
-        signers = {party: nodes[party].key for party in parties}
-        payloads = activation(corridor, signers, definition_digest(definition).hex(), reason="devnet")
-        body = {"transitions": [{"kind": "lifecycle", "payload": payload} for payload in payloads]}
-        for party in parties:
-            node = nodes[party]
-            response = httpx.post(
-                f"{node.url}/v1/corridors/{corridor}/transitions", json=body,
-                headers={"Authorization": f"Bearer {node.token}"}, timeout=30, trust_env=False,
-            )  # fmt: skip
-            if response.status_code != 201:
-                raise RuntimeError(f"{party} refused the activation of {corridor}: {response.text}")
-        print(f"devnet: {corridor} DRAFT -> PENDING -> ACTIVE, signed by {' and '.join(parties)}")
-
-
-def _stop(node: _Node, timeout: float = 15.0) -> int | None:
-    if node.process is None or node.process.poll() is not None:
-        return node.process.returncode if node.process else None
-    node.process.send_signal(signal.SIGTERM)
-    try:
-        return node.process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        node.process.kill()
-        return node.process.wait(5)
+        signers = {party: nodes[party].key for party in corridor.split("-")}
+        digest = definition_digest(corridor_definition(corridor)).hex()
+        agreements[corridor] = activation(corridor, signers, digest, reason="devnet")
+    for corridor in CORRIDORS:
+        _lifecycle_step(nodes, corridor, agreements[corridor][0], traffic)
+        print(f"devnet: {corridor} DRAFT -> PENDING, signed by {' and '.join(corridor.split('-'))}")
+    if watchers:
+        for corridor in CORRIDORS:
+            writer = nodes[corridor.split("-")[0]]
+            written = _post(writer, corridor, _bond_requests(watchers, corridor), "the watchers' bonds")
+            traffic.wrote(writer.origin(corridor), "watcher.bond", written)
+        print(
+            f"devnet: bonded {len(watchers)} watchers x {WATCHER_STAKE} in every corridor (one batch each); "
+            "waiting for the bonds to become final"
+        )
+        took = _wait_bonds_final(nodes, len(watchers), BOND_TIMEOUT)
+        print(f"devnet: every corridor has {len(watchers)} active watchers ({took:.1f}s)")
+    else:
+        print("devnet: no watchers (--watchers 0): finality is bilateral only")
+    for corridor in CORRIDORS:
+        _lifecycle_step(nodes, corridor, agreements[corridor][1], traffic)
+        print(f"devnet: {corridor} PENDING -> ACTIVE, signed by {' and '.join(corridor.split('-'))}")
 
 
 def _drive(  # noqa: PLR0917 - a thread target: its arguments come as one tuple
-    node: _Node,
+    node: DevnetNode,
     corridor: str,
     rate: float,
     duration: float,
-    traffic: _Traffic,
+    traffic: Traffic,
     stop: threading.Event,
     seed: int,
 ) -> None:
@@ -210,21 +195,22 @@ def _drive(  # noqa: PLR0917 - a thread target: its arguments come as one tuple
     batch = max(1, min(50, int(rate / 5)))
     interval = batch / rate
     origin = node.origin(corridor)
+    currencies = corridor_currencies(corridor)
     with httpx.Client(base_url=node.url, headers={"Authorization": f"Bearer {node.token}"}, timeout=30,
                       trust_env=False) as client:  # fmt: skip
         start = time.monotonic()
         n = 0
         while not stop.is_set() and time.monotonic() - start < duration:
             delay = start + n * interval - time.monotonic()
-            if delay > 0:
-                stop.wait(delay)
+            if delay > 0 and stop.wait(delay):
+                break
             transitions = [{"kind": "transfer", "payload": {
                 "transfer_id": f"{node.jurisdiction}-{corridor}-{n}-{i}",
                 "sender": {"entity_id": f"{node.jurisdiction.lower()}-firm-{rng.randrange(20)}",
                            "jurisdiction": COUNTRY[node.jurisdiction]},
                 "receiver": {"entity_id": f"{other.lower()}-firm-{rng.randrange(20)}",
                              "jurisdiction": COUNTRY[other]},
-                "currency": rng.choice(CURRENCIES[corridor]), "amount": str(rng.randrange(1, 10**9)),
+                "currency": rng.choice(currencies), "amount": str(rng.randrange(1, 10**9)),
             }} for i in range(batch)]  # fmt: skip
             try:
                 response = client.post(
@@ -237,140 +223,183 @@ def _drive(  # noqa: PLR0917 - a thread target: its arguments come as one tuple
             n += 1
 
 
-def _status(node: _Node, corridor: str) -> dict[str, Any]:
-    response = httpx.get(f"{node.url}/v1/corridors/{corridor}/status", timeout=5, trust_env=False)
-    response.raise_for_status()
-    result: dict[str, Any] = response.json()
-    return result
-
-
-def _progress_line(nodes: dict[str, _Node], traffic: _Traffic, elapsed: float) -> str:
-    parts = [f"t={elapsed:5.1f}s"]
+def _run_traffic(
+    nodes: Mapping[str, DevnetNode], rate: float, duration: float, traffic: Traffic, stop: threading.Event
+) -> None:
+    drivers: list[threading.Thread] = []
     for corridor in CORRIDORS:
-        a, b = (nodes[p] for p in corridor.split("-"))
-        try:
-            sa, sb = _status(a, corridor), _status(b, corridor)
-            parts.append(
-                f"{corridor}: {a.jurisdiction} {sa['log']['size']} (lag {sb['counterparty']['lag']}) "
-                f"{b.jurisdiction} {sb['log']['size']} (lag {sa['counterparty']['lag']}) "
-                f"cosigned {sa['counterparty_cosigned_size']}/{sb['counterparty_cosigned_size']}"
-            )
-        except httpx.HTTPError:
-            parts.append(f"{corridor}: unavailable")
-    return " | ".join(parts)
-
-
-def _summary(nodes: dict[str, _Node], traffic: _Traffic) -> dict[str, Any]:
-    corridors: dict[str, Any] = {}
-    lost_total = 0
-    for corridor in CORRIDORS:
-        entry: dict[str, Any] = {}
         for party in corridor.split("-"):
-            writer = nodes[party]
-            reader = nodes[next(p for p in corridor.split("-") if p != party)]
-            origin = writer.origin(corridor)
-            own = _status(writer, corridor)
-            remote = _status(reader, corridor)
-            submitted = traffic.submitted.get(origin, 0)
-            stored = own["log"]["size"]
-            acks = own["stats"]["acks_written"]
-            lifecycle = ACTIVATION_RECEIPTS  # DRAFT -> PENDING -> ACTIVE, recorded by each party
-            lost = max(0, submitted - (stored - acks - lifecycle))
-            lost_total += lost
-            entry[origin] = {
-                "submitted": submitted, "refused": traffic.refused.get(origin, 0), "stored": stored,
-                "acks": acks, "lifecycle": lifecycle, "replicated": remote["counterparty"]["size"],
-                "counterparty_cosigned": own["counterparty_cosigned_size"], "lost": lost,
-            }  # fmt: skip
-        corridors[corridor] = entry
-    return {"corridors": corridors, "lost": lost_total}
+            work = (nodes[party], corridor, rate, duration, traffic, stop, len(drivers))
+            thread = threading.Thread(target=_drive, args=work, daemon=True, name=f"drive-{party}-{corridor}")
+            drivers.append(thread)
+            thread.start()
+    print(f"devnet: traffic: {rate:g} transfers/s each way in every corridor for {duration:g}s")
+    began = time.monotonic()
+    while any(t.is_alive() for t in drivers):
+        for line in progress_lines(nodes, time.monotonic() - began):
+            print(line, flush=True)
+        stop.wait(PROGRESS_EVERY)
+    for thread in drivers:
+        thread.join()
 
 
-def _verify_random_receipts(nodes: dict[str, _Node], rng: random.Random) -> list[str]:
-    lines = []
-    for corridor in CORRIDORS:
-        writer_j, reader_j = corridor.split("-")[rng.randrange(2)], None
-        reader_j = next(p for p in corridor.split("-") if p != writer_j)
-        writer, reader = nodes[writer_j], nodes[reader_j]
-        origin = writer.origin(corridor)
-        size = _status(reader, corridor)["counterparty"]["size"]
-        if size == 0:
-            lines.append(f"{corridor}: nothing to verify")
-            continue
-        sequence = rng.randrange(size)
-        bundle = httpx.get(f"{reader.url}/v1/logs/{origin}/proof/{sequence}", timeout=10, trust_env=False)
-        bundle.raise_for_status()
-        key = SigningKey(origin, writer.key.seed).verifier()
-        verdict = verify_receipt_bundle(bundle.content, key)
-        lines.append(
-            f"{corridor}: receipt {origin}#{sequence} ({verdict.receipt.receipt.kind}) "
-            f"from {reader_j}'s replica verified offline: {', '.join(verdict.checks)}"
+def _print_summary(summary: Mapping[str, Any]) -> None:
+    print("devnet: summary")
+    for corridor, entry in summary["corridors"].items():
+        print(
+            f"  {corridor}: {entry['lifecycle']}, {entry['active_watchers']} active watchers, "
+            f"{entry['forks']} forks"
         )
-    return lines
+        for origin, row in entry["origins"].items():
+            setup = sum(row["setup_receipts"].values())
+            print(
+                f"    {origin}: submitted {row['submitted']}, refused {row['refused']}, "
+                f"stored {row['stored']} ({row['transfers_stored']} transfers, {row['acks']} acks, "
+                f"{setup} set-up), replicated {row['replicated']}, quorum-final {row['quorum_final']}, "
+                f"lost {row['lost']}"
+            )
+    for watcher in summary["watchers"]:
+        print(f"  {watcher['label']}: {watcher['vkey']}")
 
 
-def run_devnet(*, rate: float, duration: float, directory: Path | None, summary_path: Path | None) -> int:
-    """Run the devnet; return 0 when every corridor converged and nothing was lost."""
+def _print_light(check: LightCheck) -> None:
+    if check.sequence < 0:
+        print(f"light client: {check.corridor}: {check.message}")
+        return
+    print(
+        f"light client: {check.corridor}: receipt {check.origin}#{check.sequence} from {check.served_by}'s "
+        f"replica, checkpoint size {check.size} (quorum-final), policy exported by {check.policy_from}: "
+        f"{check.message}"
+    )
+    for line in check.checks:
+        print(f"    {line}")
+
+
+def _settle_and_report(
+    nodes: Mapping[str, DevnetNode],
+    watchers: Sequence[DevnetWatcher],
+    traffic: Traffic,
+    summary_path: Path | None,
+) -> int:
+    print("devnet: traffic stopped; waiting until every log is replicated and quorum-final at its head")
+    began = time.monotonic()
+    shown = [began]
+
+    def progress() -> None:
+        if time.monotonic() - shown[0] >= PROGRESS_EVERY:
+            shown[0] = time.monotonic()
+            for line in progress_lines(nodes, shown[0] - began):
+                print(line)
+
+    snapshot, settled = wait_settled(nodes, SETTLE_TIMEOUT, progress)
+    took = time.monotonic() - began
+    for line in progress_lines(nodes, took):
+        print(line)
+    if not settled:
+        print(f"devnet: the logs did not settle within {SETTLE_TIMEOUT:.0f}s:", file=sys.stderr)
+        for problem in unsettled(snapshot) or ["their sizes were still changing"]:
+            print(f"devnet:   {problem}", file=sys.stderr)
+    summary = summarize(snapshot, traffic, watchers, settled)
+    _print_summary(summary)
+    checks = verify_random_receipts(nodes, random.Random(time.time_ns()))
+    for check in checks:
+        _print_light(check)
+    summary["light_client"] = [check.to_json() for check in checks]
+    summary["ok"] = summary["lost"] == 0 and summary["quorum_final"] and all(c.verified for c in checks)
+    if summary_path is not None:
+        summary_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    if summary["ok"]:
+        print("devnet: OK: nothing lost, every log quorum-final at its head, every light-client check passed")
+        return 0
+    print(
+        f"devnet: FAILED: lost {summary['lost']}, quorum-final at head: {summary['quorum_final']}, "
+        f"light-client checks passed: {sum(c.verified for c in checks)} of {len(checks)}",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _ignore_signals() -> None:
+    """During the final clean-up, a second Ctrl-C must not leave children behind (the stop is bounded).
+
+    Only when ``cmd_devnet`` installed its handlers: a caller's own handlers are left alone.
+    """
+    main = threading.current_thread() is threading.main_thread()
+    if main and signal.getsignal(signal.SIGINT) is _interrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def run_devnet(
+    *,
+    rate: float,
+    duration: float,
+    directory: Path | None,
+    summary_path: Path | None,
+    watchers: int = WATCHER_COUNT,
+    anchor: bool = False,
+) -> int:
+    """Run the devnet (see the module docstring); return the exit status."""
+    if anchor:
+        print("sez-node: not-in-build: anchoring is not in this build; run the devnet without --anchor",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    if watchers < 0 or rate <= 0 or duration < 0:
+        print("sez-node: bad-argument: --watchers and --duration must be >= 0, --rate > 0", file=sys.stderr)
+        return 2
     keep = directory is not None
     base = directory if directory is not None else Path(tempfile.mkdtemp(prefix="sez-devnet-"))
     if keep and base.exists() and any(base.iterdir()):
         print(f"sez-node: file-exists: {base} is not empty; choose a new --dir", file=sys.stderr)
         return 1
     base.mkdir(parents=True, exist_ok=True)
-    print(f"devnet: writing four nodes under {base}")
-    nodes = _write_network(base)
+    children: list[Child] = []
     stop = threading.Event()
-    traffic = _Traffic()
     status = 1
     try:
+        check_description()
+        print(f"devnet: writing four nodes and {watchers} watchers under {base}")
+        nodes, watcher_dirs = write_network(base, watchers)
         for node in nodes.values():
-            _start(node)
+            child = Child(node.jurisdiction, node.directory / "node.log")
+            child.start(
+                [sys.executable, "-m", "node.cli", "run", "--config", str(node.directory / "node.toml")]
+            )
+            children.append(child)
+        for watcher in watcher_dirs:
+            child = Child(watcher.label, watcher.directory / "watcher.log")
+            child.start([sys.executable, "-m", "watcher.cli", "run", "--config", str(watcher.config)])
+            children.append(child)
         deadline = time.monotonic() + READY_TIMEOUT
-        for node in nodes.values():
-            _wait_ready(node, deadline)
-            print(f"devnet: {node.jurisdiction} ready: http {node.url}, peer {node.peer_id}")
-        _activate(nodes)
-        drivers: list[threading.Thread] = []
-        for corridor in CORRIDORS:
-            for party in corridor.split("-"):
-                work = (nodes[party], corridor, rate, duration, traffic, stop, len(drivers))
-                thread = threading.Thread(target=_drive, args=work, daemon=True)
-                drivers.append(thread)
-                thread.start()
-        began = time.monotonic()
-        while any(t.is_alive() for t in drivers):
-            print(_progress_line(nodes, traffic, time.monotonic() - began), flush=True)
-            stop.wait(2.0)
-        print("devnet: traffic stopped; waiting for every replica to converge")
-        converge_deadline = time.monotonic() + CONVERGE_TIMEOUT
-        while time.monotonic() < converge_deadline:
-            lags = [
-                _status(nodes[p], c)["counterparty"]["lag"] for c in CORRIDORS for p in c.split("-")
-            ]  # fmt: skip
-            sizes_match = all(
-                _status(nodes[a], c)["log"]["size"] == _status(nodes[b], c)["counterparty"]["size"]
-                for c in CORRIDORS for a, b in (c.split("-"), reversed(c.split("-")))
-            )  # fmt: skip
-            if not any(lags) and sizes_match:
-                break
-            time.sleep(0.5)
-        print(_progress_line(nodes, traffic, time.monotonic() - began))
-        summary = _summary(nodes, traffic)
-        print(json.dumps(summary, indent=2))
-        for line in _verify_random_receipts(nodes, random.Random(time.time_ns())):
-            print(f"light client: {line}")
-        if summary_path is not None:
-            summary_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        status = 0 if summary["lost"] == 0 else 1
-    except KeyboardInterrupt:
-        print("devnet: interrupted; stopping every node", flush=True)
+        for child in children:
+            child.wait_ready(deadline)
+            where = nodes[child.label].url if child.label in nodes else child.ready.get("http", "")
+            peer = child.ready.get("peer_id")
+            print(f"devnet: {child.label} ready (pid {child.pid}): http {where}, peer {peer}")
+        traffic = Traffic()
+        _prepare_corridors(nodes, watcher_dirs, traffic)
+        _run_traffic(nodes, rate, duration, traffic, stop)
+        status = _settle_and_report(nodes, watcher_dirs, traffic, summary_path)
+    except KeyboardInterrupt as interrupt:
+        name = str(interrupt) or "SIGINT"
+        status = _EXIT_ON.get(name, 130)
+        print(f"devnet: interrupted ({name}); stopping every process", flush=True)
+    except (ChildFailed, DevnetError, httpx.HTTPError, OSError) as exc:
+        print(f"sez-node: devnet-failed: {exc}", file=sys.stderr)
+        status = 1
+    except SezError as exc:
+        print(f"sez-node: {exc.reason}: {exc.message}", file=sys.stderr)
+        status = 1
     finally:
         stop.set()
-        for node in nodes.values():
-            code = _stop(node)
-            print(f"devnet: {node.jurisdiction} stopped (exit {code})")
-        if not keep:
+        _ignore_signals()
+        for label, code in stop_all(children).items():
+            print(f"devnet: {label} stopped (exit {code})", flush=True)
+        if keep or status == 1:
+            print(f"devnet: the nodes' and watchers' folders (keys, data, logs) are kept in {base}")
+        else:
             shutil.rmtree(base, ignore_errors=True)
+    print(f"devnet: exit {status}", flush=True)
     return status
 
 
@@ -379,19 +408,30 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def cmd_devnet(args: argparse.Namespace) -> int:
-    """Entry point of ``sez-node devnet``: SIGINT (Ctrl-C) and SIGTERM both stop every node cleanly."""
+    """Entry point of ``sez-node devnet``: SIGINT (Ctrl-C) and SIGTERM both stop every process cleanly."""
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)  # live progress also through a pipe or a log file
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
-    return run_devnet(rate=args.rate, duration=args.duration, directory=args.dir, summary_path=args.summary)
+    return run_devnet(
+        rate=args.rate, duration=args.duration, directory=args.dir, summary_path=args.summary,
+        watchers=args.watchers, anchor=args.anchor,
+    )  # fmt: skip
 
 
 def add_devnet_command(sub: Any) -> None:
     """Register ``devnet`` on the ``sez-node`` subparsers."""
-    p = sub.add_parser("devnet", help="run PAK, KSA, UAE and CHN nodes on loopback with corridor traffic")
+    p = sub.add_parser(
+        "devnet", help="run PAK, KSA, UAE and CHN nodes and watchers on loopback with corridor traffic"
+    )
+    p.add_argument(
+        "--watchers", type=int, default=4, help="watchers, each serving every corridor (default 4)"
+    )
     p.add_argument("--rate", type=float, default=50.0, help="transfers per second per corridor direction")
     p.add_argument("--duration", type=float, default=60.0, help="seconds of traffic")
     p.add_argument(
         "--dir", type=Path, help="keep the nodes' folders here (default: a temporary folder, removed)"
     )
     p.add_argument("--summary", type=Path, help="write the summary as JSON here")
+    p.add_argument("--anchor", action="store_true", help="anchor checkpoints (not in this build: refused)")
     p.set_defaults(func=cmd_devnet)

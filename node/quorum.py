@@ -64,6 +64,10 @@ _SCAN_LIMIT: Final = 4096
 other party has cosigned."""
 
 
+_AHEAD_LIMIT: Final = 16
+"""Checkpoint sizes per origin for which watcher lines are kept while the replica catches up."""
+
+
 def state_key(origin: str) -> str:
     """The witness-state key of ``origin``'s quorum record."""
     return "quorum/" + origin
@@ -117,6 +121,9 @@ class QuorumCollector:
         self._records: dict[str, dict[str, Any]] = {}
         self.last_decisions: dict[str, tuple[int, QuorumDecision]] = {}
         """Per origin: the decision on the largest checkpoint evaluated so far, with its size."""
+        self._ahead: dict[str, dict[int, tuple[Checkpoint, SignedNote, list[NoteSignature]]]] = {}
+        """Per origin and size: verified watcher lines of a checkpoint beyond the stored log (see
+        :meth:`on_watcher_note`), merged once the replica holds that many receipts."""
 
     # ------------------------------------------------------------------ records
 
@@ -279,13 +286,50 @@ class QuorumCollector:
                 if verify_cosignatures(note, cp, [key]):  # raises on a bad line of an active watcher
                     matching = [s for s in note.signatures if s.key == wanted[vkey]]
                     lines.append(max(matching, key=_timestamp))
-            if not lines or not self.merge(origin, cp, note, lines):
+            if not lines:
+                return None
+            if not self.merge(origin, cp, note, lines):
+                self._keep_ahead(origin, cp, note, lines)
                 return None
             return self.evaluate(origin, cp.size)
 
+    def _keep_ahead(self, origin: str, cp: Checkpoint, note: SignedNote, lines: list[NoteSignature]) -> None:
+        """Keep a watcher's verified lines on a checkpoint the replica does not hold yet.
+
+        Watchers often cosign the counterparty's checkpoint before this node has replicated that
+        far; dropping their lines then would leave that checkpoint (often the last one, once traffic
+        stops) without a quorum here for good, since a watcher announces each cosignature once.
+        Bounded: the newest :data:`_AHEAD_LIMIT` sizes per origin.
+        """
+        ahead = self._ahead.setdefault(origin, {})
+        kept = ahead.get(cp.size)
+        if kept is not None:
+            lines = list({s.key: s for s in (*kept[2], *lines)}.values())
+        ahead[cp.size] = (cp, note, lines)
+        for size in sorted(ahead)[:-_AHEAD_LIMIT]:
+            del ahead[size]
+
+    def _merge_ahead(self, origin: str) -> None:
+        """Merge the kept watcher lines of every checkpoint of ``origin`` the store now holds."""
+        ahead = self._ahead.get(origin)
+        if not ahead:
+            return
+        head = self.store.head(origin).size
+        for size in sorted(s for s in ahead if s <= head):
+            cp, note, lines = ahead.pop(size)
+            try:
+                self.merge(origin, cp, note, lines)
+            except (PeerProtocolError, StoreError):
+                continue  # a checkpoint that conflicts with the log: the note was never good; drop it
+            self.evaluate(origin, size)
+
     def on_party_cosigned(self, origin: str, size: int) -> QuorumDecision | None:
-        """The other party's cosignature of ``origin`` at ``size`` was merged (or ours was): decide."""
+        """The other party's cosignature of ``origin`` at ``size`` was merged (or ours was): decide.
+
+        Watcher lines kept for checkpoints that were beyond the stored log are merged first.
+        """
         with self._lock:
+            self._merge_ahead(origin)
             return self.evaluate(origin, size)
 
     def evaluate(self, origin: str, size: int) -> QuorumDecision | None:

@@ -247,6 +247,29 @@ async def test_a_bad_line_of_an_active_watcher_is_a_peer_fault(pair: Any) -> Non
     assert pak._validate_cosignature("peer", data).value == "accept"
 
 
+async def test_watcher_lines_ahead_of_the_replica_count_once_it_catches_up(pair: Any) -> None:
+    """Watchers cosign PAK's checkpoint before KSA has replicated it (the usual order under load):
+    KSA keeps their verified lines and counts them once its replica holds the checkpoint and it
+    cosigns; dropping them left the checkpoint short of a quorum at KSA for good (devnet, issue 6)."""
+    pak, ksa, _, _ = await bonded_corridor(pair)
+    await pak.writer.submit("transfer", transfer(1))
+    size = pak.store.head(PAK).size
+    assert ksa.store.head(PAK).size < size  # KSA has not replicated it yet
+    for key in WATCHERS[:3]:
+        await ksa._on_cosignature(announcement(PAK, key.name, watcher_note(pak.store, PAK, size, key)))
+    assert ksa.quorum.final_size(PAK) == 4  # nothing stored or decided beyond the replica
+    replicate(pak.store, ksa, PAK)
+    assert await ksa.cosign_latest(force=True) == size
+    assert ksa.quorum.final_size(PAK) == size
+    _, note = parse_checkpoint(ksa.store.checkpoint(PAK, size))
+    assert {s.name for s in note.signatures} == {PAK, KSA, *(k.name for k in WATCHERS[:3])}
+    # A stranger's line ahead of the replica is never kept: only active watchers' verified lines are.
+    await pak.writer.submit("transfer", transfer(2))
+    later = pak.store.head(PAK).size
+    await ksa._on_cosignature(announcement(PAK, STRANGER.name, watcher_note(pak.store, PAK, later, STRANGER)))
+    assert ksa.quorum._ahead.get(PAK, {}) == {}
+
+
 async def test_quorum_record_survives_a_restart(pair: Any) -> None:
     pak, _, pak_host, _ = await bonded_corridor(pair)
     with Ingestor(pak.store, workers=0) as ingest:
