@@ -109,6 +109,8 @@ log = logging.getLogger(__name__)
 SYNC_INTERVAL: Final = 2.0
 """Anti-entropy: seconds between sync rounds when nothing wakes the sync task earlier."""
 SYNC_BACKOFF_MAX: Final = 10.0
+ANNOUNCED_KEPT: Final = 64
+"""Announced counterparty checkpoints remembered as cosigning targets (about 13 s of announcements)."""
 ANNOUNCE_MIN_GAP: Final = 0.2
 """Seconds between two announcements of our checkpoint: a busy log is announced five times a second."""
 
@@ -223,6 +225,9 @@ class CorridorService:
         self._announce_kick = Kick()
         self._announced_size = -1
         self._announced_at = 0.0
+        self._announced_notes: dict[int, bytes] = {}
+        """The counterparty's latest announced checkpoints by size: what we cosign (watchers too)."""
+        self._cosign_target_at = 0.0
         self._cosigned_ours: int | None = None
         cosigners = {
             self.origin: self.counterparty_cosigner,
@@ -466,6 +471,11 @@ class CorridorService:
         assert isinstance(announcement, CheckpointAnnouncement)
         async with self._replica_lock:
             cp = await trio.to_thread.run_sync(self.replica.note_checkpoint, announcement.note)
+        if announcement.origin == self.counterparty_origin and cp.size not in self._announced_notes:
+            self._announced_notes[cp.size] = announcement.note
+            while len(self._announced_notes) > ANNOUNCED_KEPT:
+                del self._announced_notes[min(self._announced_notes)]
+            self._cosign_target_at = time.monotonic()
         if cp.size > self.replica.status().size:
             self._sync_kick.kick()
         self._cosign_kick.kick()
@@ -633,25 +643,47 @@ class CorridorService:
                 # A checkpoint we must not cosign (rollback, equivocation): keep it as evidence (issue 5).
                 self._fault("witness", "witness", exc)
 
-    async def cosign_latest(self, *, force: bool = False) -> int | None:
-        """Cosign the counterparty's latest stored checkpoint if the cadence and the witness rule allow.
+    def _choose_cosign_target(self, last_size: int) -> tuple[bytes, bool] | None:
+        """The checkpoint note to cosign next, and whether it was announced (then cosigned at once).
 
-        Returns the size cosigned, or None.
+        The counterparty's largest *announced* checkpoint that the replica holds: the writer
+        announces the checkpoints meant to be cosigned, and watchers cosign those too, so that a
+        quorum forms on one tree size even under load (cosigners picking each their own latest size
+        would rarely meet). Without a fresh announcement (gossip lost, an idle log) the latest stored
+        checkpoint, at the configured cadence.
         """
+        held = self.replica.status().size
+        sizes = [size for size in self._announced_notes if last_size < size <= held]
+        if sizes:
+            return self._announced_notes[max(sizes)], True
+        ahead = any(size > held for size in self._announced_notes)
+        if ahead and time.monotonic() - self._cosign_target_at < 2 * self.config.checkpoint_interval:
+            return None  # the replica is about to reach an announced size: wait rather than cosign another
         try:
-            note = self.store.checkpoint(self.counterparty_origin)
+            return self.store.checkpoint(self.counterparty_origin), False
         except StoreError as exc:
             if exc.reason == "not-found":
                 return None
             raise
-        cp, _ = open_checkpoint(note, self.counterparty_key)
+
+    async def cosign_latest(self, *, force: bool = False) -> int | None:
+        """Cosign the counterparty's checkpoint chosen by :meth:`_choose_cosign_target` if the cadence
+        and the witness rule allow.
+
+        Returns the size cosigned, or None.
+        """
         state = self.store.witness_state(self.counterparty_origin)
+        chosen = self._choose_cosign_target(int(state["size"]) if state is not None else 0)
+        if chosen is None:
+            return None
+        note, announced = chosen
+        cp, _ = open_checkpoint(note, self.counterparty_key)
         last = None
         if state is not None:
             last = Checkpoint(origin=self.counterparty_origin, size=state["size"], root=state["root"])
             grown = cp.size - last.size
             due = time.monotonic() - self._last_cosign_time >= self.config.checkpoint_interval
-            if grown <= 0 or not (force or grown >= self.config.checkpoint_every or due):
+            if grown <= 0 or not (force or announced or grown >= self.config.checkpoint_every or due):
                 return None
         proof = (
             self.store.consistency_proof(self.counterparty_origin, last.size, cp.size)

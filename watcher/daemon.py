@@ -246,6 +246,8 @@ class LogFollower:
         self._pending: tuple[Checkpoint, bytes] | None = None
         self._kick = Kick()
         self._rounds = 0
+        self._open: tuple[str, Any, SyncSession] | None = None
+        """(peer, stream, session) of the long-lived sync stream, while open."""
 
     # --------------------------------------------------------------- gossip
 
@@ -281,6 +283,12 @@ class LogFollower:
 
     async def run(self) -> None:
         """Cosigning rounds until cancelled; peer faults and unreachable nodes back off and retry."""
+        try:
+            await self._rounds_forever()
+        finally:
+            await self.close_session()
+
+    async def _rounds_forever(self) -> None:
         failures = 0
         while True:
             try:
@@ -303,46 +311,93 @@ class LogFollower:
     async def round(self) -> int | None:
         """One round with a connected node of the corridor; returns the size cosigned, or None.
 
+        The round runs on a long-lived ``/sez/sync/1`` stream to one node (design §13), kept open
+        across rounds; any failure closes it, and the next round opens one to the next connected
+        node (rotating, so that a faulty node cannot starve the watcher).
+
         Raises:
             StreamOpenError, trio.BrokenResourceError, trio.TooSlowError: the node is unreachable or slow.
             PeerProtocolError: the node sent something invalid.
         """
+        session = await self._session()
+        if session is None:
+            return None
+        try:
+            return await self._round(session)
+        except BaseException:
+            await self.close_session()
+            raise
+
+    async def _session(self) -> SyncSession | None:
+        """The open session, if its node is still connected; else one to the next connected node."""
+        if self._open is not None:
+            peer, _, session = self._open
+            if self.host.is_connected(peer):
+                return session
+            await self.close_session()
         peers = [p for p in self.entry.peer_ids if self.host.is_connected(p)]
         if not peers:
             return None
         self._rounds += 1
-        peer = peers[self._rounds % len(peers)]  # rotate: a faulty node cannot starve the watcher
+        peer = peers[self._rounds % len(peers)]
         stream = await self.host.open_stream(peer, PROTOCOL_ID)
-        async with stream:
-            session = SyncSession(stream)
-            candidate, self._pending = self._pending, None
+        session = SyncSession(stream)
+        self._open = (peer, stream, session)
+        return session
+
+    async def close_session(self) -> None:
+        """Close the long-lived stream, if any (the next round opens one to the next node)."""
+        if self._open is None:
+            return
+        _, stream, _ = self._open
+        self._open = None
+        with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+            try:
+                await stream.aclose()
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                log.debug("closing the sync stream of %s: %r", self.origin, exc)
+
+    async def _round(self, session: SyncSession) -> int | None:
+        candidate, self._pending = self._pending, None
+        if candidate is None:
+            # No announcement since the last round: catch up with the latest checkpoint the node
+            # holds (a lost announcement, an idle log). An announced checkpoint is preferred even
+            # when a larger one exists: the writer announces the checkpoints meant to be cosigned
+            # (design §6), so that the counterparty and every watcher cosign the same tree sizes
+            # and a quorum can form on one of them under load.
             latest = await session.ask(GetCheckpoint(id=session.next_id(), origin=self.origin, size=0))
             if isinstance(latest, NoteResponse):
-                cp, _ = open_checkpoint(latest.note, self.entry.key)
-                if candidate is None or cp.size > candidate[0].size:
-                    candidate = (cp, latest.note)
+                candidate = (open_checkpoint(latest.note, self.entry.key)[0], latest.note)
             elif isinstance(latest, ErrorResponse) and latest.reason != "not-found":
                 raise PeerProtocolError(latest.reason, f"checkpoint request refused: {latest.message}")
-            if candidate is None:
-                return None
-            cp, note = candidate
-            while True:
-                last = self.watcher.protection.last(self.origin)
-                if last is not None and cp.size < last.size:
-                    return None  # old news
-                proof: list[bytes] = []
-                if last is not None and 0 < last.size < cp.size:
-                    response = await session.ask(
-                        GetConsistency(id=session.next_id(), origin=self.origin, old=last.size, new=cp.size)
-                    )
-                    if isinstance(response, ErrorResponse):
-                        raise PeerProtocolError(response.reason, f"proof request refused: {response.message}")
-                    if not isinstance(response, ProofResponse):
-                        raise PeerProtocolError("unexpected-response", f"{response.KIND} for a proof")
-                    proof = list(response.hashes)
-                done, size = await self._cosign(last, cp, note, proof)
-                if done:
-                    return size
+        if candidate is None:
+            return None
+        cp, note = candidate
+        while True:
+            last = self.watcher.protection.last(self.origin)
+            if last is not None and cp.size < last.size:
+                return None  # old news
+            proof: list[bytes] = []
+            if last is not None and 0 < last.size < cp.size:
+                response = await session.ask(
+                    GetConsistency(id=session.next_id(), origin=self.origin, old=last.size, new=cp.size)
+                )
+                if isinstance(response, ErrorResponse) and response.reason == "bad-index":
+                    # This node (the counterparty's replica, say) has not reached the announced size
+                    # yet: keep the candidate for the next round, with another node or later.
+                    if self._pending is None or self._pending[0].size < cp.size:
+                        self._pending = (cp, note)
+                    self._kick.kick()
+                    await self.close_session()
+                    return None
+                if isinstance(response, ErrorResponse):
+                    raise PeerProtocolError(response.reason, f"proof request refused: {response.message}")
+                if not isinstance(response, ProofResponse):
+                    raise PeerProtocolError("unexpected-response", f"{response.KIND} for a proof")
+                proof = list(response.hashes)
+            done, size = await self._cosign(last, cp, note, proof)
+            if done:
+                return size
 
     async def _cosign(
         self, last: Checkpoint | None, cp: Checkpoint, note: bytes, proof: list[bytes]
