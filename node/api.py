@@ -82,6 +82,7 @@ _STATUS = {
     "too-large": 413,
     "unsupported-media-type": 415,
     "shutting-down": 503,
+    "io": 503,  # the store failed (e.g. a full disk): the server's fault, retry later; never a 4xx
 }
 
 

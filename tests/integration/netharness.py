@@ -161,6 +161,9 @@ class NodeSpec:
     """corridor id -> the lifecycle payloads (DRAFT -> PENDING -> ACTIVE, signed by both parties)
     this node records in its log when it first becomes ready (empty: the corridor stays DRAFT)."""
     activated: bool = False
+    launcher: list[str] = field(default_factory=list)
+    """argv put before the daemon's command (e.g. ``ip netns exec NS``, or a wrapper module that
+    skews the clock: ``tests/faults``); empty: the daemon runs directly."""
 
     @property
     def name(self) -> str:
@@ -429,7 +432,7 @@ class NodeProcess(ChildProcess):
 
     def start(self, timeout: float = READY_TIMEOUT) -> dict[str, Any]:
         """Spawn the daemon and wait for its ready line; return the ready object."""
-        self.spawn([*_sez_node_argv(), "run", "--config", str(self.spec.config)])
+        self.spawn([*self.spec.launcher, *_sez_node_argv(), "run", "--config", str(self.spec.config)])
         return self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> dict[str, Any]:
@@ -540,7 +543,7 @@ class Network:
         """Start the named nodes (default: all) concurrently and wait until each is ready."""
         chosen = [self.nodes[n] for n in (names or self.nodes)]
         for node in chosen:
-            node.spawn([*_sez_node_argv(), "run", "--config", str(node.spec.config)])
+            node.spawn([*node.spec.launcher, *_sez_node_argv(), "run", "--config", str(node.spec.config)])
         deadline = time.monotonic() + timeout
         for node in chosen:
             node.wait_ready(max(0.1, deadline - time.monotonic()))
