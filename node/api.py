@@ -250,13 +250,19 @@ def build_app(ctx: ApiContext) -> Starlette:
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), ctx.token.encode()):
             raise LocalProtocolError("unauthorized", "a valid bearer token is required")
 
-    async def submit(request: Request) -> Response:
+    def unauthorized(request: Request) -> Response | None:
+        """The 401 problem (with ``WWW-Authenticate``) for a request without the bearer token, else None."""
         try:
             authorize(request)
         except LocalProtocolError as exc:
             response = problem(exc.reason, exc.message)
             response.headers["WWW-Authenticate"] = 'Bearer realm="sez-node"'
             return response
+        return None
+
+    async def submit(request: Request) -> Response:
+        if (refusal := unauthorized(request)) is not None:
+            return refusal
         corridor_id = request.path_params["corridor"]
         writer = ctx.writers.get(corridor_id)
         if writer is None:
@@ -318,12 +324,8 @@ def build_app(ctx: ApiContext) -> Starlette:
         return desk
 
     async def settle(request: Request) -> Response:
-        try:
-            authorize(request)
-        except LocalProtocolError as exc:
-            response = problem(exc.reason, exc.message)
-            response.headers["WWW-Authenticate"] = 'Bearer realm="sez-node"'
-            return response
+        if (refusal := unauthorized(request)) is not None:
+            return refusal
         desk = settlement_desk(request)
         try:
             result = await desk.settle()

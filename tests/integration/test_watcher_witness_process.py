@@ -9,7 +9,6 @@ protection record and evidence and still refuses to go backwards; bad requests n
 
 from __future__ import annotations
 
-import base64
 import json
 import subprocess
 from collections.abc import Iterator
@@ -23,30 +22,12 @@ from protocol.keys import SigningKey
 from protocol.notes import format_note, parse_signature_lines, with_signatures
 from tests.integration.netharness import Network, _child_env, free_ports
 from tests.integration.test_watcher_process import WatcherProcess, _watcher_argv
-from tests.reference_rfc6962 import ReferenceTree
+from tests.unit.test_watcher import FORK, LOG, ORIGIN, OTHER, TREE, body, cp, note
 from watcher.config import add_followed_log, load_config, write_initial_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
-ORIGIN = "sez.gov.pk/corridor/PAK-KSA"
-LOG = SigningKey(ORIGIN, bytes(range(32)))
-OTHER = SigningKey(ORIGIN, bytes(range(1, 33)))
-TREE = ReferenceTree([bytes([i]) * 32 for i in range(40)])
-FORK = ReferenceTree([bytes([i]) * 32 for i in range(5)] + [bytes([0xEE]) * 32] * 35)
 NOBODY = "/ip4/127.0.0.1/tcp/{port}/p2p/12D3KooWFfH4YZbe97YEzKChY7fzEirpULdqZjYhGoauzfXoB4oQ"
-
-
-def cp(size: int, tree: ReferenceTree = TREE) -> Checkpoint:
-    return Checkpoint(origin=ORIGIN, size=size, root=tree.root(size))
-
-
-def note(size: int, key: SigningKey = LOG, tree: ReferenceTree = TREE) -> bytes:
-    return format_note(sign_checkpoint(cp(size, tree), key))
-
-
-def body(old: int, new_note: bytes, proof: list[bytes] | None = None) -> bytes:
-    lines = [f"old {old}".encode()] + [base64.b64encode(h) for h in (proof or [])]
-    return b"\n".join(lines) + b"\n\n" + new_note
 
 
 @pytest.fixture
