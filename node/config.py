@@ -8,7 +8,6 @@ against the folder of the configuration file.
 
 from __future__ import annotations
 
-import json
 import secrets
 import tomllib
 from collections.abc import Mapping
@@ -20,6 +19,7 @@ import jsonschema
 import tomli_w
 
 from protocol.errors import LocalProtocolError, PeerProtocolError
+from protocol.jcs import loads_strict
 from protocol.keys import SigningKey, VerifierKey
 from protocol.lifecycle import check_definition
 from protocol.schemas import load_schema
@@ -39,6 +39,10 @@ __all__ = [
 
 JURISDICTION_NAMES = {"PAK": "sez.gov.pk", "KSA": "sez.gov.sa", "UAE": "sez.gov.ae", "CHN": "sez.gov.cn"}
 """Default host names: origins are ``<name>/corridor/<corridor id>`` (design §3)."""
+
+
+MAX_DEFINITION_BYTES = 1024 * 1024
+"""A corridor definition file is refused over 1 MiB."""
 
 
 class ConfigError(LocalProtocolError):
@@ -285,9 +289,13 @@ def _require_private_secrets(config: NodeConfig) -> None:
 def _load_definition(path: Path, entry: Mapping[str, Any], where: str) -> dict[str, Any]:
     """The corridor definition at ``path``, checked, and naming this corridor's two origins."""
     try:
-        definition: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # loads_strict bounds the nesting itself: json.loads alone would recurse in C as deep as the
+        # file nests, and a library may have raised the recursion limit (py_ecc does).
+        definition: dict[str, Any] = loads_strict(path.read_bytes(), max_bytes=MAX_DEFINITION_BYTES)
+    except OSError as exc:
         raise ConfigError(where, f"cannot read the corridor definition {path}: {exc}") from exc
+    except PeerProtocolError as exc:
+        raise ConfigError(where, f"the corridor definition {path} is not valid JSON: {exc.message}") from exc
     try:
         check_definition(definition)
     except PeerProtocolError as exc:

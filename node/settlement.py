@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING, Any, Final
 import trio
 
 from protocol.errors import LocalProtocolError, PeerProtocolError, SezError
-from protocol.jcs import canonical
+from protocol.jcs import canonical, loads_strict
 from protocol.keys import SigningKey, VerifierKey
 from protocol.mmr import EMPTY_ROOT
 from protocol.receipts import Receipt
@@ -596,8 +596,8 @@ def jsonable(value: Any) -> Any:
 def _details(data: bytes) -> dict[str, Any]:
     """The counterparty's refusal details (a JSON object), or ``{}`` if they are not one."""
     try:
-        value = json.loads(data)
-    except ValueError:
+        value = loads_strict(data, max_bytes=len(data))
+    except PeerProtocolError:  # malformed, too deep, floats: details are a courtesy, not a contract
         return {}
     if not isinstance(value, dict):
         return {}
