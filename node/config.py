@@ -292,7 +292,7 @@ def _load_definition(path: Path, entry: Mapping[str, Any], where: str) -> dict[s
         # loads_strict bounds the nesting itself: json.loads alone would recurse in C as deep as the
         # file nests, and a library may have raised the recursion limit (py_ecc does).
         definition: dict[str, Any] = loads_strict(path.read_bytes(), max_bytes=MAX_DEFINITION_BYTES)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
         raise ConfigError(where, f"cannot read the corridor definition {path}: {exc}") from exc
     except PeerProtocolError as exc:
         raise ConfigError(where, f"the corridor definition {path} is not valid JSON: {exc.message}") from exc
