@@ -31,7 +31,17 @@ Exit status: 0 when nothing is lost, every log is quorum-final at its head and e
 check passed; 1 otherwise; 130 / 143 when interrupted by SIGINT / SIGTERM.
 
 ``--watchers 0`` runs without watchers: finality is then bilateral (bootstrap) only, and the light
-client's policy has no watchers. ``--anchor`` is refused: anchoring is not in this build.
+client's policy has no watchers.
+
+``--anchor`` also anchors every log on a local EVM chain (design §10): before step 1 it starts anvil
+(:mod:`node.devnet_chain`; refused with exit 2 before anything starts when ``./run anvil-setup`` has not
+installed it) on a free loopback port, one more child process stopped on every path out, its log in
+``<folder>/anvil/anvil.log``. Every corridor entry of every node gets an ``anchor`` table on that chain
+with its own funded dev key. Progress lines and the summary show each log's anchored size; after the
+logs settle the devnet waits (bounded) until every log's writer holds a confirmed anchor at the log's
+head, and the light-client check of step 7 uses an anchored bundle (``?anchor=1``), verified under the
+policy and then on the chain itself (:func:`node.devnet_chain.verify_on_chain`). The run is OK only if
+every log has at least one confirmed anchor and every check passed.
 """
 
 from __future__ import annotations
@@ -56,6 +66,7 @@ from protocol.errors import SezError
 from protocol.lifecycle import activation, definition_digest
 from protocol.stake import BOND_REQUEST, sign_request
 
+from .devnet_chain import BLOCK_TIME, CHAIN_ID, ChainFailed, ChainMissing, DevnetChain, anvil_binary
 from .devnet_processes import Child, ChildFailed, stop_all
 from .devnet_report import (
     LightCheck,
@@ -63,11 +74,15 @@ from .devnet_report import (
     corridor_snapshot,
     progress_lines,
     summarize,
+    unanchored,
     unsettled,
+    verify_anchored_receipts,
     verify_random_receipts,
+    wait_anchored,
     wait_settled,
 )
 from .devnet_topology import (
+    ANCHOR_CADENCE,
     CORRIDORS,
     COUNTRY,
     WATCHER_COUNT,
@@ -77,6 +92,7 @@ from .devnet_topology import (
     check_description,
     corridor_currencies,
     corridor_definition,
+    free_ports,
     write_network,
 )
 from .writer import utc_timestamp
@@ -89,6 +105,9 @@ BOND_TIMEOUT: Final = 90.0
 """Seconds for the watchers' bonds to become final in every corridor."""
 SETTLE_TIMEOUT: Final = 120.0
 """Seconds after the traffic for every log to be replicated and quorum-final at its head."""
+ANCHOR_TIMEOUT: Final = 60.0
+"""With ``--anchor``, seconds after the logs settled for every log to be anchored at its head (an anchor
+round every 2 s, two 1-second blocks to confirm, six anchorers on 2 cores: ample)."""
 PROGRESS_EVERY: Final = 2.0
 NODE_TOML: Final = "node.toml"
 _EXIT_ON: Final = {"SIGINT": 130, "SIGTERM": 143}
@@ -252,11 +271,16 @@ def _print_summary(summary: Mapping[str, Any]) -> None:
         )
         for origin, row in entry["origins"].items():
             setup = sum(row["setup_receipts"].values())
+            anchored = (
+                f", anchored {row['anchored']} ({row['anchored_at_counterparty']} at the counterparty)"
+                if "anchoring" in summary
+                else ""
+            )
             print(
                 f"    {origin}: submitted {row['submitted']}, refused {row['refused']}, "
                 f"stored {row['stored']} ({row['transfers_stored']} transfers, {row['acks']} acks, "
-                f"{setup} set-up), replicated {row['replicated']}, quorum-final {row['quorum_final']}, "
-                f"lost {row['lost']}"
+                f"{setup} set-up), replicated {row['replicated']}, quorum-final {row['quorum_final']}"
+                f"{anchored}, lost {row['lost']}"
             )
     for watcher in summary["watchers"]:
         print(f"  {watcher['label']}: {watcher['vkey']}")
@@ -266,13 +290,25 @@ def _print_light(check: LightCheck) -> None:
     if check.sequence < 0:
         print(f"light client: {check.corridor}: {check.message}")
         return
-    print(
-        f"light client: {check.corridor}: receipt {check.origin}#{check.sequence} from {check.served_by}'s "
-        f"replica, checkpoint size {check.size} (quorum-final), policy exported by {check.policy_from}: "
-        f"{check.message}"
-    )
+    if check.anchored:
+        where = "log" if check.served_by == check.policy_from else "replica"
+        print(
+            f"light client: {check.corridor}: receipt {check.origin}#{check.sequence}, anchored bundle "
+            f"(?anchor=1) from {check.served_by}'s {where}, anchored checkpoint size {check.size}, policy "
+            f"exported by {check.policy_from}: {check.message}"
+        )
+    else:
+        print(
+            f"light client: {check.corridor}: receipt {check.origin}#{check.sequence} from "
+            f"{check.served_by}'s replica, checkpoint size {check.size} (quorum-final), policy exported by "
+            f"{check.policy_from}: {check.message}"
+        )
     for line in check.checks:
         print(f"    {line}")
+    if check.on_chain:
+        print("    on chain (protocol.anchor.verify_anchor):")
+        for line in check.on_chain:
+            print(f"      {line}")
 
 
 def _settle_and_report(
@@ -280,6 +316,7 @@ def _settle_and_report(
     watchers: Sequence[DevnetWatcher],
     traffic: Traffic,
     summary_path: Path | None,
+    chain: DevnetChain | None = None,
 ) -> int:
     print("devnet: traffic stopped; waiting until every log is replicated and quorum-final at its head")
     began = time.monotonic()
@@ -299,24 +336,76 @@ def _settle_and_report(
         print(f"devnet: the logs did not settle within {SETTLE_TIMEOUT:.0f}s:", file=sys.stderr)
         for problem in unsettled(snapshot) or ["their sizes were still changing"]:
             print(f"devnet:   {problem}", file=sys.stderr)
+    anchoring: dict[str, Any] | None = None
+    if chain is not None:
+        snapshot, anchoring = _wait_anchored(nodes, snapshot, shown)
     summary = summarize(snapshot, traffic, watchers, settled)
+    if anchoring is not None:
+        anchored = [
+            row["anchored"] for entry in summary["corridors"].values() for row in entry["origins"].values()
+        ]
+        anchoring["every_log_anchored"] = bool(anchored) and min(anchored) >= 1
+        summary["anchoring"] = anchoring
     _print_summary(summary)
-    checks = verify_random_receipts(nodes, random.Random(time.time_ns()))
+    rng = random.Random(time.time_ns())
+    if chain is not None:
+        checks = verify_anchored_receipts(nodes, rng, chain.url)
+    else:
+        checks = verify_random_receipts(nodes, rng)
     for check in checks:
         _print_light(check)
     summary["light_client"] = [check.to_json() for check in checks]
     summary["ok"] = summary["lost"] == 0 and summary["quorum_final"] and all(c.verified for c in checks)
+    if anchoring is not None:
+        summary["ok"] = summary["ok"] and anchoring["every_log_anchored"]
     if summary_path is not None:
         summary_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    anchored_note = "" if anchoring is None else ", every log anchored on chain"
     if summary["ok"]:
-        print("devnet: OK: nothing lost, every log quorum-final at its head, every light-client check passed")
+        print(
+            f"devnet: OK: nothing lost, every log quorum-final at its head{anchored_note}, "
+            "every light-client check passed"
+        )
         return 0
+    anchored_fail = "" if anchoring is None else f", every log anchored: {anchoring['every_log_anchored']}"
     print(
-        f"devnet: FAILED: lost {summary['lost']}, quorum-final at head: {summary['quorum_final']}, "
-        f"light-client checks passed: {sum(c.verified for c in checks)} of {len(checks)}",
+        f"devnet: FAILED: lost {summary['lost']}, quorum-final at head: {summary['quorum_final']}"
+        f"{anchored_fail}, light-client checks passed: {sum(c.verified for c in checks)} of {len(checks)}",
         file=sys.stderr,
     )
     return 1
+
+
+def _wait_anchored(
+    nodes: Mapping[str, DevnetNode], settled: dict[str, Any], shown: list[float]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Wait (bounded) until every log is anchored at its head; return the snapshot and the figures."""
+    print("devnet: waiting until every log's head is anchored and confirmed on chain")
+    began = time.monotonic()
+
+    def progress() -> None:
+        if time.monotonic() - shown[0] >= PROGRESS_EVERY:
+            shown[0] = time.monotonic()
+            for line in progress_lines(nodes, shown[0] - began):
+                print(line)
+
+    snapshot, at_head = wait_anchored(nodes, ANCHOR_TIMEOUT, progress)
+    took = time.monotonic() - began
+    if at_head:
+        print(f"devnet: every log is anchored at its head ({took:.1f}s)")
+    else:
+        print(
+            f"devnet: not every log was anchored at its head within {ANCHOR_TIMEOUT:.0f}s:", file=sys.stderr
+        )
+        for problem in unanchored(snapshot) if snapshot else ["the nodes did not answer"]:
+            print(f"devnet:   {problem}", file=sys.stderr)
+    figures = {
+        "chain_id": CHAIN_ID,
+        "cadence": dict(ANCHOR_CADENCE),
+        "at_head": at_head,
+        "seconds": round(took, 1),
+    }
+    return (snapshot or settled), figures
 
 
 def _ignore_signals() -> None:
@@ -340,9 +429,13 @@ def run_devnet(
     anchor: bool = False,
 ) -> int:
     """Run the devnet (see the module docstring); return the exit status."""
-    if anchor:
-        print("sez-node: not-in-build: anchoring is not in this build; run the devnet without --anchor",
-              file=sys.stderr)  # fmt: skip
+    if anchor and anvil_binary() is None:
+        print(
+            "sez-node: anvil-missing: --anchor needs a local EVM node and anvil is not installed: run "
+            "`./run anvil-setup` (it installs the pinned @foundry-rs/anvil into .tools/), or run the devnet "
+            "without --anchor",
+            file=sys.stderr,
+        )
         return 2
     if watchers < 0 or rate <= 0 or duration < 0:
         print("sez-node: bad-argument: --watchers and --duration must be >= 0, --rate > 0", file=sys.stderr)
@@ -354,12 +447,20 @@ def run_devnet(
         return 1
     base.mkdir(parents=True, exist_ok=True)
     children: list[Child] = []
+    chain: DevnetChain | None = None
     stop = threading.Event()
     status = 1
     try:
         check_description()
+        if anchor:
+            chain = DevnetChain(base / "anvil", free_ports(1)[0])
+            chain.start()
+            print(
+                f"devnet: anvil ready (pid {chain.pid}): chain {CHAIN_ID} at {chain.url}, a block every "
+                f"{BLOCK_TIME}s; every log anchors with its own funded dev account"
+            )
         print(f"devnet: writing four nodes and {watchers} watchers under {base}")
-        nodes, watcher_dirs = write_network(base, watchers)
+        nodes, watcher_dirs = write_network(base, watchers, chain.url if chain is not None else None)
         for node in nodes.values():
             child = Child(node.jurisdiction, node.directory / "node.log")
             child.start(
@@ -379,12 +480,12 @@ def run_devnet(
         traffic = Traffic()
         _prepare_corridors(nodes, watcher_dirs, traffic)
         _run_traffic(nodes, rate, duration, traffic, stop)
-        status = _settle_and_report(nodes, watcher_dirs, traffic, summary_path)
+        status = _settle_and_report(nodes, watcher_dirs, traffic, summary_path, chain)
     except KeyboardInterrupt as interrupt:
         name = str(interrupt) or "SIGINT"
         status = _EXIT_ON.get(name, 130)
         print(f"devnet: interrupted ({name}); stopping every process", flush=True)
-    except (ChildFailed, DevnetError, httpx.HTTPError, OSError) as exc:
+    except (ChildFailed, ChainFailed, ChainMissing, DevnetError, httpx.HTTPError, OSError) as exc:
         print(f"sez-node: devnet-failed: {exc}", file=sys.stderr)
         status = 1
     except SezError as exc:
@@ -395,6 +496,8 @@ def run_devnet(
         _ignore_signals()
         for label, code in stop_all(children).items():
             print(f"devnet: {label} stopped (exit {code})", flush=True)
+        if chain is not None and chain.pid is not None:
+            print(f"devnet: anvil stopped (exit {chain.stop()})", flush=True)
         if keep or status == 1:
             print(f"devnet: the nodes' and watchers' folders (keys, data, logs) are kept in {base}")
         else:
@@ -433,5 +536,8 @@ def add_devnet_command(sub: Any) -> None:
         "--dir", type=Path, help="keep the nodes' folders here (default: a temporary folder, removed)"
     )
     p.add_argument("--summary", type=Path, help="write the summary as JSON here")
-    p.add_argument("--anchor", action="store_true", help="anchor checkpoints (not in this build: refused)")
+    p.add_argument(
+        "--anchor", action="store_true",
+        help="also anchor every log's quorum-final checkpoints on a local anvil chain (./run anvil-setup)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_devnet)

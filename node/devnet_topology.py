@@ -13,6 +13,11 @@ serves all three corridors, so:
 Watcher folders are made by ``sez-watcher init`` (run as processes, all at once: ``node/`` does not
 import ``watcher/``); their ``[[logs]]`` are then added here.
 
+With ``anchor_rpc`` (``sez-node devnet --anchor``), every corridor entry of every node also gets an
+``anchor`` table (:data:`ANCHOR_CADENCE`, on the devnet's anvil chain) and its own sending key, written
+as ``anchor-<corridor>.key`` (mode 0600): one of anvil's funded dev accounts per log
+(:data:`node.devnet_chain.DEV_KEYS`).
+
 The corridor definitions are the shipped ones (``configs/corridors/<id>.json``). Nothing here starts
 a process.
 """
@@ -37,9 +42,11 @@ from protocol.schemas import validate
 
 from .config import JURISDICTION_NAMES
 from .config import write_initial_config as write_node_config
+from .devnet_chain import CHAIN_ID, DEV_KEYS
 from .keyfile import load_signing_key, write_secret_file
 
 __all__ = [
+    "ANCHOR_CADENCE",
     "CONFIGS",
     "CORRIDORS",
     "COUNTRY",
@@ -68,6 +75,14 @@ COUNTRY: Final = {str(j["code"]): str(j["iso3166"]) for j in DESCRIPTION["jurisd
 WATCHER_COUNT: Final = int(DESCRIPTION["watchers"]["count"])
 WATCHER_STAKE: Final = str(DESCRIPTION["watchers"]["stake"])
 """Each watcher's bond per corridor, in minor units of the corridor's stake currency."""
+
+
+ANCHOR_CADENCE: Final[dict[str, Any]] = {
+    "every_checkpoints": 3, "every_seconds": 2, "confirmations": 2, "poll_seconds": 0.5,
+    "stuck_seconds": 10.0,
+}  # fmt: skip
+"""The ``anchor`` table's cadence under ``--anchor``, suited to a demo: an anchor every 3 new quorum-final
+checkpoints or every 2 s with a new one, confirmed 2 blocks deep (anvil mines a block a second)."""
 
 
 def definition_path(corridor: str) -> Path:
@@ -217,8 +232,13 @@ def _follow(watcher: DevnetWatcher, logs: list[dict[str, Any]]) -> None:
     watcher.config.write_text(tomli_w.dumps(ordered), encoding="utf-8")
 
 
-def write_network(base: Path, watcher_count: int) -> tuple[dict[str, DevnetNode], list[DevnetWatcher]]:
-    """Write every node's and watcher's folder under ``base`` (see the module docstring)."""
+def write_network(
+    base: Path, watcher_count: int, anchor_rpc: str | None = None
+) -> tuple[dict[str, DevnetNode], list[DevnetWatcher]]:
+    """Write every node's and watcher's folder under ``base`` (see the module docstring).
+
+    ``anchor_rpc``: the devnet chain's JSON-RPC URL; every corridor of every node is then anchored on it.
+    """
     from .p2p.identity import generate_identity, peer_id_of, save_identity  # noqa: PLC0415 - slow import
 
     watchers = _write_watchers(base, watcher_count)
@@ -232,6 +252,7 @@ def write_network(base: Path, watcher_count: int) -> tuple[dict[str, DevnetNode]
             jurisdiction, base / jurisdiction, SigningKey.generate(JURISDICTION_NAMES[jurisdiction]),
             ports[2 * index], ports[2 * index + 1], peer_id_of(identity),
         )  # fmt: skip
+    dev_keys = iter(DEV_KEYS)
     for jurisdiction, node in nodes.items():
         entries = []
         for corridor in CORRIDORS:
@@ -247,6 +268,13 @@ def write_network(base: Path, watcher_count: int) -> tuple[dict[str, DevnetNode]
                 "checkpoint_every": 200, "checkpoint_interval": 1,
                 "definition": str(definition_path(corridor)),
             })  # fmt: skip
+            if anchor_rpc is not None:
+                key_file = f"anchor-{corridor}.key"
+                node.directory.mkdir(parents=True, exist_ok=True)
+                write_secret_file(node.directory / key_file, next(dev_keys) + "\n")
+                entries[-1]["anchor"] = {
+                    "chain_id": CHAIN_ID, "rpc_url": anchor_rpc, "key_file": key_file, **ANCHOR_CADENCE,
+                }  # fmt: skip
         write_node_config(
             node.directory, jurisdiction=jurisdiction, listen=f"/ip4/127.0.0.1/tcp/{node.p2p_port}",
             http=f"127.0.0.1:{node.http_port}", corridors=entries,

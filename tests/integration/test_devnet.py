@@ -4,8 +4,10 @@
   quorum-final at its head, nothing lost, three light-client checks passed under the trust policy
   with the quorum rule, every store passing fsck;
 * ``--watchers 0``: bilateral (bootstrap) finality only, still nothing lost;
-* Ctrl-C mid-traffic: exit 130 and every child process gone;
-* ``--anchor`` is refused before anything starts.
+* ``--anchor`` on a real anvil: every log anchored at its head and confirmed on chain, the light-client
+  check made on an anchored bundle and verified on chain, anvil stopped at the end;
+* Ctrl-C mid-traffic (with and without ``--anchor``): exit 130 and every child process gone, anvil too;
+* ``--anchor`` without anvil installed is refused before anything starts.
 """
 
 from __future__ import annotations
@@ -16,17 +18,21 @@ import os
 import queue
 import re
 import signal
+import stat
 import subprocess
 import sys
 import threading
 import time
+import tomllib
 from pathlib import Path
 from typing import IO, Any
 
 import pytest
 
+import node.devnet
 from node.devnet import run_devnet
 from node.devnet_topology import WATCHER_STAKE
+from tests.integration.anvil import require_anvil
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -45,7 +51,13 @@ def _run_devnet(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess
     return proc, summary
 
 
-def _check_summary(summary: dict[str, Any], watchers: int) -> None:
+LIGHT_CHECKS = [
+    "ok bundle", "ok receipt", "ok origin", "ok index", "ok log signature", "ok inclusion",
+    "ok receipt signature", "ok cosignatures", "ok quorum",
+]  # fmt: skip
+
+
+def _check_summary(summary: dict[str, Any], watchers: int, *, anchored: bool = False) -> None:
     assert summary["ok"] and summary["settled"] and summary["quorum_final"], summary
     assert summary["lost"] == 0
     assert set(summary["corridors"]) == CORRIDORS
@@ -71,10 +83,9 @@ def _check_summary(summary: dict[str, Any], watchers: int) -> None:
     for check in checks:
         assert check["verified"] and check["message"].startswith("VERIFIED"), check
         assert 0 <= check["sequence"] < check["checkpoint_size"]
-        assert [line.split(":")[0] for line in check["checks"]] == [
-            "ok bundle", "ok receipt", "ok origin", "ok index", "ok log signature", "ok inclusion",
-            "ok receipt signature", "ok cosignatures", "ok quorum",
-        ]  # fmt: skip
+        names = [line.split(":")[0] for line in check["checks"]]
+        assert names == [*LIGHT_CHECKS, "ok anchor"] if anchored else LIGHT_CHECKS, check
+        assert check["anchored"] is anchored and bool(check["on_chain"]) is anchored, check
 
 
 def test_short_devnet_with_watchers_is_quorum_final_and_loses_nothing(tmp_path: Path) -> None:
@@ -108,15 +119,72 @@ def test_devnet_without_watchers_is_final_bilaterally(tmp_path: Path) -> None:
     assert not (tmp_path / "net" / "watcher1").exists()
 
 
+def test_devnet_with_anchor_anchors_every_log_on_chain(tmp_path: Path) -> None:
+    require_anvil()
+    proc, summary = _run_devnet(tmp_path, "--duration", "3", "--rate", "10", "--watchers", "3", "--anchor")
+    _check_summary(summary, watchers=3, anchored=True)
+    anchoring = summary["anchoring"]
+    assert anchoring["every_log_anchored"] and anchoring["at_head"] and anchoring["chain_id"] == 31337
+    for corridor, entry in summary["corridors"].items():
+        for origin, row in entry["origins"].items():
+            # The writer's confirmed anchor covers the head; the counterparty holds one too, which it
+            # stores only after verifying it from the chain itself.
+            assert row["anchored"] == row["stored"] >= 1, (corridor, origin, row)
+            assert 1 <= row["anchored_at_counterparty"] <= row["stored"], (corridor, origin, row)
+    senders = set()
+    for check in summary["light_client"]:
+        assert 0 <= check["sequence"] < check["checkpoint_size"], check
+        on_chain = check["on_chain"]
+        assert on_chain[:4] == [
+            "ok record digest is the checkpoint body's SHA-256", "ok log signature on the checkpoint",
+            "ok transaction, chain and sender", "ok calldata is the tag and the checkpoint digest",
+        ], check  # fmt: skip
+        assert re.fullmatch(r"ok included in block \d+", on_chain[4]), check
+        depth = re.fullmatch(r"ok (\d+) confirmations \(>= 2\)", on_chain[5])
+        assert depth is not None and int(depth.group(1)) >= 2, check
+        assert f"anchored at size {check['checkpoint_size']} by 0x" in on_chain[6], check
+        senders.add(on_chain[6].split(" by ")[1].split()[0])
+    assert len(senders) == 3, senders  # every log anchors with its own account
+    out = proc.stdout
+    assert re.search(r"\] PAK-KSA: PAK \d+ \(lag \d+, final \d+, anchored \d+\)  KSA \d+ ", out), out[-3000:]
+    assert out.count("anchored bundle (?anchor=1)") == 3 and out.count("on chain (protocol.anchor") == 3
+    assert "every log is anchored at its head" in out and "devnet: anvil stopped (exit 0)" in out
+    anvil_pid = re.search(r"devnet: anvil ready \(pid (\d+)\): chain 31337 at http://127\.0\.0\.1:\d+", out)
+    assert anvil_pid is not None, out[:2000]
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(anvil_pid.group(1)), 0)
+    net = tmp_path / "net"
+    assert (net / "anvil" / "anvil.log").stat().st_size > 0
+    for jurisdiction, corridors in (("PAK", CORRIDORS), ("KSA", {"PAK-KSA"})):
+        document = tomllib.loads((net / jurisdiction / "node.toml").read_text())
+        assert {c["id"] for c in document["corridors"]} == corridors
+        for entry in document["corridors"]:
+            table = entry["anchor"]
+            assert table["chain_id"] == 31337 and table["confirmations"] == 2, table
+            key = net / jurisdiction / table["key_file"]
+            assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
+
+
 def _lines(stream: IO[str], into: queue.Queue[str]) -> None:
     for line in stream:
         into.put(line)
 
 
-def test_ctrl_c_mid_traffic_stops_every_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("args", "labels"),
+    [
+        (("--watchers", "2"), ("PAK", "KSA", "UAE", "CHN", "watcher1", "watcher2")),
+        (("--watchers", "0", "--anchor"), ("PAK", "KSA", "UAE", "CHN", "anvil")),
+    ],
+    ids=["watchers", "anchor"],
+)
+def test_ctrl_c_mid_traffic_stops_every_process(
+    tmp_path: Path, args: tuple[str, ...], labels: tuple[str, ...]
+) -> None:
+    if "--anchor" in args:
+        require_anvil()
     proc = subprocess.Popen(
-        [str(SEZ_NODE), "devnet", "--duration", "120", "--rate", "20", "--watchers", "2",
-         "--dir", str(tmp_path / "net")],
+        [str(SEZ_NODE), "devnet", "--duration", "120", "--rate", "20", *args, "--dir", str(tmp_path / "net")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     assert proc.stdout is not None
@@ -137,7 +205,7 @@ def test_ctrl_c_mid_traffic_stops_every_process(tmp_path: Path) -> None:
             seen.append(line)
             if match := re.search(r" ready \(pid (\d+)\)", line):
                 pids.append(int(match.group(1)))
-        assert len(pids) == 6  # four nodes, two watchers
+        assert len(pids) == len(labels)  # four nodes and two watchers, or four nodes and anvil
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 130
         reader.join(10)  # the devnet has exited: its stdout is at EOF
@@ -146,7 +214,7 @@ def test_ctrl_c_mid_traffic_stops_every_process(tmp_path: Path) -> None:
             rest.append(lines.get())
         output = "".join(seen + rest)
         assert "devnet: interrupted (SIGINT); stopping every process" in output
-        for label in ("PAK", "KSA", "UAE", "CHN", "watcher1", "watcher2"):
+        for label in labels:
             assert f"devnet: {label} stopped (exit 0)" in output, output[-3000:]
         assert "devnet: exit 130" in output
         for pid in pids:  # reaped by the devnet: no process, not even a zombie
@@ -161,10 +229,29 @@ def test_ctrl_c_mid_traffic_stops_every_process(tmp_path: Path) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
-def test_anchor_is_refused_before_anything_starts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_anchor_without_anvil_is_refused_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(node.devnet, "anvil_binary", lambda: None)
     status = run_devnet(
         rate=10, duration=1, directory=tmp_path / "net", summary_path=tmp_path / "s.json", anchor=True
     )
     assert status == 2
-    assert "anchoring is not in this build" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("sez-node: anvil-missing:") and "run `./run anvil-setup`" in err, err
     assert not (tmp_path / "net").exists() and not (tmp_path / "s.json").exists()
+
+
+def test_anvil_that_exits_at_start_fails_the_devnet_before_any_node_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SEZ_ANVIL", "/bin/false")  # starts, then exits with status 1 at once
+    status = run_devnet(
+        rate=10, duration=1, directory=tmp_path / "net", summary_path=tmp_path / "s.json", anchor=True
+    )
+    assert status == 1
+    captured = capsys.readouterr()
+    assert "sez-node: devnet-failed: anvil exited with status 1 before it answered" in captured.err, captured
+    assert "devnet: anvil stopped (exit 1)" in captured.out and " ready (pid" not in captured.out, captured
+    assert (tmp_path / "net" / "anvil" / "anvil.log").exists()  # kept for inspection, as on every failure
+    assert not (tmp_path / "net" / "PAK").exists() and not (tmp_path / "s.json").exists()

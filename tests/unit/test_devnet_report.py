@@ -10,7 +10,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from node.devnet_report import Traffic, summarize, unsettled
+from node.devnet_report import Traffic, _settled_view, summarize, unanchored, unsettled
 from node.devnet_topology import DevnetWatcher
 from protocol.keys import SigningKey
 
@@ -22,6 +22,7 @@ def _row(writer: str, stored: int, acks: int) -> dict[str, Any]:
     return {
         "writer": writer, "stored": stored, "replicated": stored, "lag": 0, "quorum_final": stored,
         "quorum_final_at_counterparty": stored, "acks": acks, "lifecycle": "ACTIVE",
+        "anchoring": False, "anchored": 0, "anchored_at_counterparty": 0,
     }  # fmt: skip
 
 
@@ -101,3 +102,24 @@ def test_refused_batches_are_counted_apart_from_submitted() -> None:
     traffic.add(PAK, 0, 5)
     row = summarize(_snapshot(), traffic, [], settled=True)["corridors"]["PAK-KSA"]["origins"][PAK]
     assert row["submitted"] == 10 and row["refused"] == 5 and row["lost"] == 0
+
+
+def test_anchoring_progress_does_not_keep_the_logs_from_settling() -> None:
+    """Anchoring trails finality by design: two reads that differ only in anchored sizes agree."""
+    first, second = _snapshot(), _snapshot()
+    second["PAK-KSA"]["origins"][PAK].update(anchoring=True, anchored=12, anchored_at_counterparty=9)
+    assert _settled_view(first) == _settled_view(second)
+    second["PAK-KSA"]["origins"][PAK]["stored"] = 20  # a size change still counts
+    assert _settled_view(first) != _settled_view(second)
+
+
+def test_a_log_not_anchored_at_its_head_is_named_and_reported_in_the_summary() -> None:
+    snapshot = _snapshot()
+    snapshot["PAK-KSA"]["origins"][PAK].update(anchoring=True, anchored=19, anchored_at_counterparty=16)
+    snapshot["PAK-KSA"]["origins"][KSA].update(anchoring=True, anchored=14, anchored_at_counterparty=0)
+    assert unanchored(snapshot) == [f"{KSA}: anchored 14 of 16"]
+    origins = summarize(snapshot, _traffic(), [], settled=True)["corridors"]["PAK-KSA"]["origins"]
+    assert (origins[PAK]["anchored"], origins[PAK]["anchored_at_counterparty"]) == (19, 16)
+    assert (origins[KSA]["anchored"], origins[KSA]["anchored_at_counterparty"]) == (14, 0)
+    snapshot["PAK-KSA"]["origins"][KSA]["anchored"] = 16
+    assert unanchored(snapshot) == []
