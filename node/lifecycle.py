@@ -159,23 +159,9 @@ class LifecycleTracker:
             self._forks[digest] = dict(evidence)
             return True
 
-    def _settled(self) -> set[str]:
+    def _settled(self) -> frozenset[str]:
         """Evidence digests whose halt a later resolution (HALTED -> ACTIVE) settled."""
-        by_digest = {
-            signing_digest(payload).hex(): payload
-            for payloads in self._payloads.values()
-            for payload in payloads
-        }
-        settled: set[str] = set()
-        halting: str | None = None
-        for transition in self._merged.lifecycle.history:
-            payload = by_digest.get(transition.digest, {})
-            if transition.to_state == State.HALTED:
-                halting = payload.get("evidence", {}).get("digest_sha256")
-            elif transition.from_state == State.HALTED and halting is not None:
-                settled.add(halting)
-                halting = None
-        return settled
+        return self._merged.lifecycle.state.settled_evidence
 
     def unresolved_forks(self) -> dict[str, dict[str, Any]]:
         """Fork evidence held and not settled by a resolution: digest hex -> evidence JSON."""

@@ -172,6 +172,9 @@ class CorridorState:
         definition_digest: hex digest of the corridor definition bound at DRAFT -> PENDING.
         suspended_by: the party whose authority suspended the corridor (while SUSPENDED).
         halt_evidence: hex digest of the evidence that halted it (while HALTED).
+        settled_evidence: digests of evidence whose halt a resolution ended: the same fork, once
+            resolved, cannot halt the corridor again (a log checkpoint carries no signed time, so
+            its evidence never ages out).
     """
 
     corridor_id: str
@@ -179,6 +182,7 @@ class CorridorState:
     definition_digest: str | None = None
     suspended_by: str | None = None
     halt_evidence: str | None = None
+    settled_evidence: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         parties = self.corridor_id.split("-")
@@ -473,6 +477,12 @@ def _apply(
         if verify_evidence is None:
             raise LocalProtocolError("no-evidence-verifier", "a halt needs an evidence verifier")
         evidence = payload["evidence"]
+        if evidence["digest_sha256"] in current.settled_evidence:
+            raise PeerProtocolError(
+                "evidence-settled",
+                "this fork evidence already halted the corridor and a resolution settled it",
+                digest=evidence["digest_sha256"],
+            )
         digest = verify_evidence(evidence)
         if digest.hex() != evidence["digest_sha256"]:
             raise PeerProtocolError(
@@ -487,7 +497,10 @@ def _apply(
             if verify_quorum is None:
                 raise LocalProtocolError("no-quorum-verifier", "a quorum resolution needs a quorum verifier")
             verify_quorum(payload["resolution"])
-        return replace(current, state=target, halt_evidence=None), signers
+        settled = current.settled_evidence | ({current.halt_evidence} if current.halt_evidence else set())
+        return replace(
+            current, state=target, halt_evidence=None, settled_evidence=frozenset(settled)
+        ), signers
     if target == State.SUSPENDED:
         return replace(current, state=target, suspended_by=payload["authority"]), signers
     if source == State.SUSPENDED and target == State.ACTIVE:
@@ -522,8 +535,8 @@ def apply(
         PeerProtocolError: ``schema-violation``, ``wrong-corridor``, ``illegal-transition`` (details
             name the current ``state``), ``wrong-from-state``, the :func:`check_payload` reasons,
             ``definition-mismatch``, ``wrong-authority``, ``unknown-signer`` (a key that is not the
-            party's registered key), ``bad-signature``, ``evidence-digest-mismatch``, or whatever
-            the evidence/quorum verifier raises.
+            party's registered key), ``bad-signature``, ``evidence-settled``, ``evidence-digest-mismatch``,
+            or whatever the evidence/quorum verifier raises.
         LocalProtocolError: ``no-evidence-verifier`` / ``no-quorum-verifier``: the transition
             needs a hook the caller did not pass.
     """

@@ -399,6 +399,22 @@ def test_quorum_resolution_uses_the_quorum_hook() -> None:
     assert info.value.reason == "no-quorum-verifier"
 
 
+def test_a_resolved_fork_cannot_halt_the_corridor_again() -> None:
+    """The same evidence once a resolution settled it is refused; other evidence still halts."""
+    halted = apply(state_in(State.ACTIVE), signed(unsigned(State.ACTIVE, State.HALTED)), REGISTERED, **HOOKS)
+    assert halted.state == State.HALTED and halted.halt_evidence == EVIDENCE["digest_sha256"]
+    resumed = apply(halted, signed(unsigned(State.HALTED, State.ACTIVE)), REGISTERED, **HOOKS)
+    assert resumed.state == State.ACTIVE and resumed.settled_evidence == {EVIDENCE["digest_sha256"]}
+    again = signed(unsigned(State.ACTIVE, State.HALTED, reason="the same fork again"))
+    error = refused(resumed, again, "evidence-settled", **HOOKS)
+    assert error.details["digest"] == EVIDENCE["digest_sha256"]
+    other = unsigned(State.ACTIVE, State.HALTED, reason="another fork")
+    body = {"type": "log-equivocation", "a": "receipt-3", "b": "receipt-4"}
+    other["evidence"] = {"type": "log-equivocation", "body": body,
+                         "digest_sha256": hashlib.sha256(canonical(body)).hexdigest()}  # fmt: skip
+    assert apply(resumed, signed(other), REGISTERED, **HOOKS).state == State.HALTED
+
+
 def test_two_party_resolution_needs_both() -> None:
     payload = sign(unsigned(State.HALTED, State.ACTIVE), {"PAK": KEYS["PAK"]})
     error = refused(state_in(State.HALTED), payload, "missing-signature")
@@ -501,8 +517,9 @@ def test_fold_derives_state_and_history() -> None:
     payloads = [signed(p) for p in STORY]
     result = fold(CORRIDOR, payloads, REGISTERED, **HOOKS)
     assert result.state == CorridorState(
-        corridor_id=CORRIDOR, state=State.DEPRECATED, definition_digest=DEF_HEX, suspended_by="PAK"
-    )
+        corridor_id=CORRIDOR, state=State.DEPRECATED, definition_digest=DEF_HEX, suspended_by="PAK",
+        settled_evidence=frozenset({EVIDENCE["digest_sha256"]}),  # the story's halt was resolved
+    )  # fmt: skip
     assert [(t.from_state, t.to_state) for t in result.history] == [
         (State(p["from"]), State(p["to"])) for p in STORY
     ]
