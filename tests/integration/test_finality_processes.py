@@ -115,13 +115,11 @@ def _grow_until_decided(network: Network, origin: str, label: str, cosigners: in
     def decided() -> dict[str, Any] | None:
         finality = _finality(network, origin)
         decision = finality["last_decision"]
-        if (
-            decision
-            and decision["size"] >= head
-            and (decision["final"] or decision["cosigners"] >= cosigners)
-        ):
-            return finality
-        return None
+        if not decision or decision["size"] < head:
+            return None
+        # Decided with everything in: final, or the counterparty's and the expected watchers' lines counted.
+        complete = "counterparty" not in decision["missing"] and decision["cosigners"] >= cosigners
+        return finality if decision["final"] or complete else None
 
     return wait_until(decided, TIMEOUT, f"a decision on PAK's checkpoint >= {head}", network=network)
 
