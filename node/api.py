@@ -257,6 +257,9 @@ def build_app(ctx: ApiContext) -> Starlette:
         except LocalProtocolError as exc:
             response = problem(exc.reason, exc.message)
             response.headers["WWW-Authenticate"] = 'Bearer realm="sez-node"'
+            # The body was not read: the connection cannot carry another request, so say it closes
+            # (a keep-alive client would otherwise send its next request into a closing socket).
+            response.headers["Connection"] = "close"
             return response
         return None
 

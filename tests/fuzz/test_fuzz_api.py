@@ -105,6 +105,7 @@ def test_every_write_route_refuses_a_missing_or_wrong_token(
         assert response.status_code == 401, response.text
         assert response.json()["type"] == "urn:sez:problem:unauthorized"
         assert response.headers["www-authenticate"].startswith("Bearer")
+        assert response.headers["connection"] == "close"  # the unread body: the next request needs a new one
         assert http.get(f"/v1/logs/{api.origin}/checkpoint").content == before  # nothing was written
 
 
