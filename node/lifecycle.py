@@ -159,16 +159,14 @@ class LifecycleTracker:
             self._forks[digest] = dict(evidence)
             return True
 
-    def _settled(self) -> frozenset[str]:
-        """Evidence digests whose halt a later resolution (HALTED -> ACTIVE) settled."""
-        return self._merged.lifecycle.state.settled_evidence
+    def _unresolved(self, merged: MergedLifecycle) -> dict[str, dict[str, Any]]:
+        settled = merged.lifecycle.state.settled_evidence  # halts a resolution ended
+        return {digest: body for digest, body in self._forks.items() if digest not in settled}
 
     def unresolved_forks(self) -> dict[str, dict[str, Any]]:
         """Fork evidence held and not settled by a resolution: digest hex -> evidence JSON."""
         with self._lock:
-            self.merged()
-            settled = self._settled()
-            return {digest: body for digest, body in self._forks.items() if digest not in settled}
+            return self._unresolved(self.merged())
 
     def effective_state(self) -> State:
         """The state receipts are admitted under: ACTIVE with an unresolved fork counts as HALTED."""
@@ -185,9 +183,10 @@ class LifecycleTracker:
         """A gate for one batch of ``origin``'s writer, starting from the current state."""
         with self._lock:
             merged = self.merged()
-            return LifecycleGate(
-                self, merged.lifecycle.state, set(self._applied), set(self._recorded[origin])
-            )
+            state = merged.lifecycle.state
+            gate = LifecycleGate(self, state, set(self._applied), set(self._recorded[origin]))
+            gate.fork_pending = state.state == State.ACTIVE and bool(self._unresolved(merged))
+            return gate
 
     def status(self) -> dict[str, Any]:
         """JSON-ready state and history (API ``/v1/corridors/{id}/lifecycle``)."""

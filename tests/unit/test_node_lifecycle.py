@@ -15,8 +15,10 @@ from node.config import CorridorConfig
 from node.corridor import CorridorService
 from node.ingest import Ingestor
 from protocol.errors import LocalProtocolError, PeerProtocolError, SezError
+from protocol.evidence import evidence_digest, log_equivocation_from_receipts
 from protocol.keys import SigningKey
 from protocol.lifecycle import activation, definition_digest, sign
+from protocol.receipts import Receipt, build_receipt
 from store import LogStore
 from tests.unit.test_witness_acks import KSA, KSA_KEY, PAK, PAK_KEY, RecordingHost, replicate, transfer
 
@@ -174,3 +176,39 @@ async def test_a_forged_transition_in_the_counterpartys_log_is_reported_not_appl
     assert [(r["origin"], r["sequence"], r["reason"]) for r in status["rejected"]] == [
         (KSA, 2, "unknown-signer")
     ]
+
+
+async def test_a_fork_seen_halts_admission_before_any_halt_receipt(pair: Any) -> None:
+    """Fork evidence held while the logs still say ACTIVE: business is refused as HALTED at once; the
+    ACTIVE -> HALTED transition itself (with verified evidence) is still admitted and recorded."""
+    pak, _ = pair
+    for payload in activation(CORRIDOR, PARTIES, DEF_HEX):
+        await pak.writer.submit("lifecycle", payload)
+    await pak.writer.submit("transfer", transfer(1))
+    head = pak.store.head(pak.origin).size
+    fork = receipt_fork(pak.store.receipt(pak.origin, head - 1))
+    evidence = log_equivocation_from_receipts(pak.store.receipt(pak.origin, head - 1), fork)
+    digest = evidence_digest(evidence).hex()
+    assert pak.lifecycle.note_fork(digest, evidence)
+    assert pak.lifecycle.state().state == "ACTIVE" and pak.lifecycle.effective_state() == "HALTED"
+    error = await refused(pak, "transfer", transfer(2), "corridor-state")
+    assert error.details["state"] == "HALTED"
+    halt = sign(
+        {"corridor_id": CORRIDOR, "from": "ACTIVE", "to": "HALTED", "reason": "fork",
+         "evidence": {"type": "log-equivocation", "digest_sha256": digest, "body": evidence}},
+        {"KSA": KSA_KEY},
+    )  # fmt: skip
+    await pak.writer.submit("lifecycle", halt)
+    status = pak.lifecycle.status()
+    assert (status["state"], status["halt_evidence"], status["forks"]) == ("HALTED", digest, [digest])
+
+
+def receipt_fork(raw: bytes) -> bytes:
+    """Another receipt of PAK's log at the same sequence and prev_root: what a restored backup signs."""
+    original = Receipt.from_bytes(raw)
+    payload = dict(original.payload)
+    payload["transfer_id"] = "forked"
+    return build_receipt(
+        key=PAK_KEY, corridor_id=CORRIDOR, sequence=original.sequence, timestamp=original.timestamp,
+        prev_root=original.prev_root, kind=original.kind, payload=payload,
+    ).raw  # fmt: skip
