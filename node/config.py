@@ -83,6 +83,8 @@ class CorridorConfig:
     definition: Mapping[str, Any] | None = field(default=None, compare=False)
     """The corridor definition (``configs/corridors/<id>.json``) if the config names one: its policy
     is the corridor's, and DRAFT -> PENDING must bind its digest."""
+    anchor: AnchorConfig | None = None
+    """L1 anchoring; None (the default) means off."""
     party: str = ""
     """Our jurisdiction code in this corridor (``PAK`` in ``PAK-KSA``); the other is the counterparty."""
 
@@ -91,9 +93,6 @@ class CorridorConfig:
         """The counterparty's jurisdiction code."""
         first, second = self.id.split("-")
         return second if self.party == first else first
-
-    anchor: AnchorConfig | None = None
-    """L1 anchoring; None (the default) means off."""
 
     @property
     def peer_ids(self) -> tuple[str, ...]:

@@ -115,11 +115,6 @@ ANNOUNCE_MIN_GAP: Final = 0.2
 """Seconds between two announcements of our checkpoint: a busy log is announced five times a second."""
 
 
-def _other(corridor_id: str, party: str) -> str:
-    first, second = corridor_id.split("-")
-    return second if party == first else first
-
-
 def _party_of(config: CorridorConfig) -> str:
     """Our party code when the config does not say: the corridor party whose host our origin names."""
     host = config.origin.split("/", 1)[0]
@@ -192,6 +187,8 @@ class CorridorService:
         ingestor: Ingestor,
         now: Callable[[], float] = time.time,
     ) -> None:
+        if not config.party:
+            config = dataclasses.replace(config, party=_party_of(config))
         self.id = config.id
         self.config = config
         self.store = store
@@ -201,12 +198,11 @@ class CorridorService:
         self.counterparty_origin = config.counterparty_origin
         self.counterparty_key = config.counterparty_key
         self.counterparty_cosigner = config.counterparty_key.with_alg(ALG_COSIGNATURE_V1)
-        party = config.party or _party_of(config)
-        self.party = party
+        self.party = config.party
         self.log_keys = {self.origin: self.key.verifier(), self.counterparty_origin: self.counterparty_key}
         self.lifecycle = LifecycleTracker(
             store, config.id, (self.origin, self.counterparty_origin),
-            {party: self.key.verifier(), _other(config.id, party): config.counterparty_key},
+            {config.party: self.key.verifier(), config.counterparty_party: config.counterparty_key},
             definition=config.definition, verify_evidence=halt_verifier(self.log_keys),
         )  # fmt: skip
         self.evidence: EvidencePool | None = None

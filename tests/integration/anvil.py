@@ -12,10 +12,8 @@ only ever used against this throwaway chain.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-import shutil
 import subprocess
 import time
 import urllib.request
@@ -24,29 +22,17 @@ from typing import Any
 
 import pytest
 
+from node.devnet_chain import DEV_KEYS, anvil_binary
+
 from .netharness import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAIN_ID = 31337
-DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+DEV_KEY = DEV_KEYS[0]
 """anvil's first dev account (funded with 10,000 ETH on every anvil chain)."""
-DEV_KEY_2 = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
+DEV_KEY_2 = DEV_KEYS[1]
 """anvil's second dev account: a second node must not share the first one's nonces."""
 START_TIMEOUT = 30.0
-
-
-def anvil_binary() -> str | None:
-    """The anvil executable: ``$SEZ_ANVIL``, the one in ``.tools/``, or ``anvil`` on PATH."""
-    env = os.environ.get("SEZ_ANVIL")
-    if env:
-        return env
-    found = sorted(glob.glob(str(ROOT / ".tools/node_modules/@foundry-rs/anvil-*/bin/anvil")))
-    if found:
-        return found[0]
-    wrapper = ROOT / ".tools/node_modules/.bin/anvil"
-    if wrapper.exists():
-        return str(wrapper)
-    return shutil.which("anvil")
 
 
 def require_anvil() -> str:
