@@ -131,7 +131,7 @@ class Replica:
     def _conflict(self, sequence: int, ours: bytes, theirs: bytes) -> PeerProtocolError:
         """The error for a received receipt that differs from the one held at ``sequence``."""
         try:
-            verify_receipt(Receipt.from_bytes(theirs), self.key)
+            received = verify_receipt(Receipt.from_bytes(theirs), self.key).receipt
         except PeerProtocolError:
             # Not validly signed by the writer: a peer's forgery, not the writer's fork.
             return PeerProtocolError(
@@ -139,7 +139,6 @@ class Replica:
                 f"receipt {sequence} of {self.origin} differs from the one held",
                 sequence=sequence,
             )
-        received = Receipt.from_bytes(theirs)
         if received.sequence != sequence:
             return PeerProtocolError(
                 "bad-batch", f"receipt at position {sequence} carries sequence {received.sequence}"
