@@ -111,6 +111,10 @@ SYNC_INTERVAL: Final = 2.0
 SYNC_BACKOFF_MAX: Final = 10.0
 ANNOUNCED_KEPT: Final = 64
 """Announced counterparty checkpoints remembered as cosigning targets (about 13 s of announcements)."""
+SYNC_IDLE_TIMEOUT: Final = 300.0
+"""A served sync stream with no request for this long is closed (followers ask every few seconds)."""
+SYNC_FRAME_TIMEOUT: Final = 30.0
+"""A request frame must arrive whole within this long of its first byte."""
 ANNOUNCE_MIN_GAP: Final = 0.2
 """Seconds between two announcements of our checkpoint: a busy log is announced five times a second."""
 
@@ -796,20 +800,44 @@ class CorridorService:
         }
 
 
-def serve_sync_frames(store: LogStore, allowed_for: Callable[[str], frozenset[str]]) -> Callable[..., Any]:
+def serve_sync_frames(
+    store: LogStore,
+    allowed_for: Callable[[str], frozenset[str]],
+    *,
+    idle_timeout: float = SYNC_IDLE_TIMEOUT,
+    frame_timeout: float = SYNC_FRAME_TIMEOUT,
+) -> Callable[..., Any]:
     """The ``/sez/sync/1`` stream handler: answer framed requests until the peer closes.
 
     Requests are independent; the answers to everything that arrived in one read are
     written together. A peer reads only the logs of the corridors it is configured
     for (``allowed_for(peer_id)``). A peer fault (bad frame) ends the session: the p2p
     layer's guard logs it, counts it against the peer and resets the stream.
+
+    A stream costs the server a task and a buffer, so neither may be held for free: a stream
+    with no request for ``idle_timeout`` seconds is closed (a follower that stays connected asks
+    every round, far more often), and a frame must arrive whole within ``frame_timeout`` of its
+    first byte (a peer trickling one frame a byte at a time cannot pin the stream).
     """
 
     async def handler(stream: Any) -> None:
         allowed = allowed_for(stream.peer_id)
         decoder = FrameDecoder()
+        partial_since: float | None = None
         while True:
-            data = await stream.receive_some(65536)
+            if partial_since is None:
+                limit, why = idle_timeout, "idle"
+            else:
+                limit, why = partial_since + frame_timeout - trio.current_time(), "incomplete frame"
+            with trio.move_on_after(max(limit, 0.0)) as waited:
+                data = await stream.receive_some(65536)
+            if waited.cancelled_caught:
+                log.info(
+                    "sync stream from %s closed: %s for %.0f s", stream.peer_id, why,
+                    idle_timeout if partial_since is None else frame_timeout,
+                    extra={"peer": str(stream.peer_id), "reason": "sync-timeout"},
+                )  # fmt: skip
+                return
             if not data:
                 return
             decoder.receive_data(data)
@@ -818,6 +846,10 @@ def serve_sync_frames(store: LogStore, allowed_for: Callable[[str], frozenset[st
                 assert isinstance(request, Message)
                 respond = functools.partial(answer, store, request, allowed_origins=allowed)
                 out += frame(await trio.to_thread.run_sync(respond))
+            if decoder.buffered == 0:
+                partial_since = None
+            elif partial_since is None or out:  # a new frame has begun
+                partial_since = trio.current_time()
             if out:
                 await stream.send_all(bytes(out))
 
