@@ -6,7 +6,8 @@
 Scenarios (one module each in ``tests/faults``): ``crash`` (N SIGKILLs of nodes and a watcher under
 load), ``partition`` (M cuts or lossy links, healed; needs root for network namespaces),
 ``clock-skew`` (a node 600 s ahead, then one 120 s behind), ``disk-full`` (a tiny tmpfs fills and
-grows back; needs root), ``byzantine`` (an allowed peer's bad inputs and a flood). A scenario that
+grows back; needs root), ``byzantine`` (an allowed peer's bad inputs and a flood), ``anchor-outage``
+(the L1 RPC node hangs, then restarts, under load; needs anvil). A scenario that
 cannot run here is reported as skipped, with the reason. Printed per scenario and in total: faults
 injected, bad inputs tried (and counted as rejected by the node), acknowledged receipts, receipts
 lost (must be 0), time to converge after a fault (p50 / max).
@@ -26,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.faults.anchor_outage import anvil_available, run_anchor_outage
 from tests.faults.byzantine import run_byzantine
 from tests.faults.crash import run_crashes
 from tests.faults.disk import disk_available, run_disk_full
@@ -36,7 +38,7 @@ from tests.faults.skew import run_skew
 
 __all__ = ["SCENARIOS", "add_report_command", "format_table", "run_report"]
 
-SCENARIOS = ("crash", "partition", "clock-skew", "disk-full", "byzantine")
+SCENARIOS = ("crash", "partition", "clock-skew", "disk-full", "byzantine", "anchor-outage")
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -142,6 +144,12 @@ def run_report(
             tallies.append(_guarded(name, lambda: run_disk_full(base / "disk", log=log)))
         elif name == "byzantine":
             tallies.append(_guarded(name, lambda: run_byzantine(base / "byzantine", flood=flood, log=log)))
+        elif name == "anchor-outage":
+            missing = anvil_available()
+            if missing is not None:
+                skipped[name] = missing
+                continue
+            tallies.append(_guarded(name, lambda: run_anchor_outage(base / "anchor", seed=seed, log=log)))
         else:
             raise ValueError(f"unknown scenario {name!r}")
         log(f"   ({time.monotonic() - started:.0f} s)")

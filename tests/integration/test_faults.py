@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.faults.anchor_outage import run_anchor_outage
 from tests.faults.byzantine import run_byzantine
 from tests.faults.crash import run_crashes
 from tests.faults.disk import disk_available, run_disk_full
@@ -21,6 +22,7 @@ from tests.faults.harness import Tally
 from tests.faults.partition import run_partitions
 from tests.faults.proxy import netns_available
 from tests.faults.skew import run_skew
+from tests.integration.anvil import require_anvil
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -69,3 +71,10 @@ def test_byzantine_peer_is_blamed_and_honest_traffic_flows(tmp_path: Path) -> No
     # (gossipsub may drop some of a burst before validation, which is no harm either).
     crafted = tally.bad_inputs - 300
     assert tally.bad_inputs_rejected >= crafted - 8 + 1, tally.to_json()  # + at least 1 of the flood
+
+
+def test_anchoring_survives_an_l1_hang_and_restart_without_holding_up_finality(tmp_path: Path) -> None:
+    require_anvil()
+    tally = run_anchor_outage(tmp_path, episodes=2, seed=SEED)
+    assert_passed(tally, 2)
+    assert "anchors confirmed" in tally.notes[0], tally.notes
