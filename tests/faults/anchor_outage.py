@@ -33,8 +33,8 @@ from tests.faults.harness import (
     CORRIDOR,
     AckLoad,
     Tally,
-    fsck_all,
-    lost_receipts,
+    count_lost,
+    stop_and_check,
     wait_connected,
     wait_converged,
 )
@@ -137,19 +137,11 @@ def run_anchor_outage(base: Path, *, episodes: int = 4, seed: int = 0, log: Any 
             tally.faults += 1
             kind = "hang" if hang else "restart"
             log(f"  {kind} {episode}/{episodes}: converged and anchored in {seconds:.2f} s")
-        for name in ("PAK", "KSA"):
-            tally.acknowledged += len(acked[name])
-            missing = lost_receipts(network[name], acked[name])
-            tally.lost += len(missing)
-            if missing:
-                tally.failures.append(f"{name} lost acknowledged receipts {missing[:10]}")
+        count_lost(tally, network, acked)
         confirmed = {
             n: network[n].status(CORRIDOR)["anchoring"]["stats"]["confirmed"] for n in ("PAK", "KSA")
         }
-        statuses = {name: node.stop() for name, node in network.nodes.items()}
-        if any(code != 0 for code in statuses.values()):
-            tally.failures.append(f"exit statuses on SIGTERM {statuses}")
-        fsck_all(network)
+        stop_and_check(tally, network)
         tally.notes.append(f"anchors confirmed {confirmed}")
     finally:
         for load in loads:

@@ -47,7 +47,7 @@ from protocol.wire import (
     ReceiptBatch,
     encode,
 )
-from tests.faults.harness import CORRIDOR, AckLoad, Tally, fsck_all, lost_receipts, wait_connected
+from tests.faults.harness import CORRIDOR, AckLoad, Tally, lost_receipts, stop_and_check, wait_connected
 from tests.integration.netharness import (
     Network,
     make_network,
@@ -220,10 +220,7 @@ def run_byzantine(base: Path, *, flood: int = 2000, log: Any = print) -> Tally:
         )
         child.send("QUIT")
         child.close()
-        statuses = {name: node.stop() for name, node in network.nodes.items()}
-        if any(code != 0 for code in statuses.values()):
-            tally.failures.append(f"exit statuses on SIGTERM {statuses}")
-        fsck_all(network)
+        stop_and_check(tally, network)
     finally:
         if load is not None:
             load.stop()

@@ -34,8 +34,9 @@ from tests.faults.harness import (
     CORRIDOR,
     AckLoad,
     Tally,
-    fsck_all,
+    count_lost,
     lost_receipts,
+    stop_and_check,
     wait_connected,
     wait_converged,
 )
@@ -172,16 +173,8 @@ def run_crashes(
                 if index < crashes:
                     start_loads()
         stop_loads()
-        for name in ("PAK", "KSA"):
-            tally.acknowledged += len(acked[name])
-            missing = lost_receipts(network[name], acked[name])
-            tally.lost += len(missing)
-            if missing:
-                tally.failures.append(f"{name} lost acknowledged receipts {missing[:10]}")
-        statuses = {name: node.stop() for name, node in network.nodes.items()}
-        if any(code != 0 for code in statuses.values()):
-            tally.failures.append(f"exit statuses on SIGTERM {statuses}")
-        fsck_all(network)
+        count_lost(tally, network, acked)
+        stop_and_check(tally, network)
         tally.notes.append(
             f"kills by victim {kills}; submissions answered other than 201, by status {refused}"
         )

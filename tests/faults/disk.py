@@ -25,7 +25,15 @@ from typing import Any
 
 import httpx
 
-from tests.faults.harness import CORRIDOR, Tally, fsck_all, lost_receipts, wait_connected, wait_converged
+from tests.faults.harness import (
+    CORRIDOR,
+    Tally,
+    count_lost,
+    lost_receipts,
+    stop_and_check,
+    wait_connected,
+    wait_converged,
+)
 from tests.integration.netharness import make_network, transfer
 
 __all__ = ["disk_available", "run_disk_full"]
@@ -117,15 +125,8 @@ def run_disk_full(
                 if any(code != 201 for code in statuses):
                     tally.failures.append(f"episode {episode}: after space returned: {statuses}")
         tally.converge_seconds.append(wait_converged(network))
-        tally.acknowledged = len(acked)
-        missing = lost_receipts(pak, acked)
-        tally.lost = len(missing)
-        if missing:
-            tally.failures.append(f"PAK lost acknowledged receipts {missing[:10]}")
-        statuses_on_stop = {name: node.stop() for name, node in network.nodes.items()}
-        if any(code != 0 for code in statuses_on_stop.values()):
-            tally.failures.append(f"exit statuses on SIGTERM {statuses_on_stop}")
-        fsck_all(network)
+        count_lost(tally, network, {"PAK": acked})
+        stop_and_check(tally, network)
     finally:
         network.close()
         subprocess.run(["umount", str(data)], check=False, capture_output=True)

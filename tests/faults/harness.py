@@ -44,9 +44,11 @@ __all__ = [
     "Isolation",
     "Tally",
     "converged_state",
+    "count_lost",
     "fsck_all",
     "isolate_in_namespaces",
     "lost_receipts",
+    "stop_and_check",
     "wait_connected",
     "wait_converged",
 ]
@@ -311,3 +313,21 @@ def fsck_all(network: Network) -> None:
     for other in others:
         for origin in origins:
             assert other[origin] == first[origin], f"the stored copies of {origin} differ"
+
+
+def count_lost(tally: Tally, network: Network, acked: dict[str, dict[str, tuple[int, bytes]]]) -> None:
+    """Add each node's acknowledged receipts to ``tally`` and read every one back (``lost``)."""
+    for name, receipts in acked.items():
+        tally.acknowledged += len(receipts)
+        missing = lost_receipts(network[name], receipts)
+        tally.lost += len(missing)
+        if missing:
+            tally.failures.append(f"{name} lost acknowledged receipts {missing[:10]}")
+
+
+def stop_and_check(tally: Tally, network: Network) -> None:
+    """Stop every node with SIGTERM (each must exit 0), then fsck the stores (:func:`fsck_all`)."""
+    statuses = {name: node.stop() for name, node in network.nodes.items()}
+    if any(code != 0 for code in statuses.values()):
+        tally.failures.append(f"exit statuses on SIGTERM {statuses}")
+    fsck_all(network)

@@ -28,9 +28,9 @@ from tests.faults.harness import (
     CORRIDOR,
     AckLoad,
     Tally,
-    fsck_all,
+    count_lost,
     isolate_in_namespaces,
-    lost_receipts,
+    stop_and_check,
     wait_connected,
     wait_converged,
 )
@@ -89,16 +89,8 @@ def run_partitions(
             tally.faults += 1
             modes[mode] += 1
             log(f"  partition {index}/{partitions} ({mode}): converged in {seconds:.2f} s")
-        for name in ("PAK", "KSA"):
-            tally.acknowledged += len(acked[name])
-            missing = lost_receipts(network[name], acked[name])
-            tally.lost += len(missing)
-            if missing:
-                tally.failures.append(f"{name} lost acknowledged receipts {missing[:10]}")
-        statuses = {name: node.stop() for name, node in network.nodes.items()}
-        if any(code != 0 for code in statuses.values()):
-            tally.failures.append(f"exit statuses on SIGTERM {statuses}")
-        fsck_all(network)
+        count_lost(tally, network, acked)
+        stop_and_check(tally, network)
         dropped = sum(p.connections_dropped for p in proxies)
         dials_refused = sum(p.connections_refused for p in proxies)
         tally.notes.append(

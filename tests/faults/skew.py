@@ -36,8 +36,8 @@ from tests.faults.harness import (
     CORRIDOR,
     AckLoad,
     Tally,
-    fsck_all,
     lost_receipts,
+    stop_and_check,
     wait_connected,
     wait_converged,
 )
@@ -124,10 +124,7 @@ def run_skew(base: Path, *, skew: float = 600.0, transfers: float = 3.0, log: An
             f"{skewed} by KSA's"
         )
         log(f"  {tally.notes[-1]}")
-        statuses = {name: node.stop() for name, node in network.nodes.items()}
-        if any(code != 0 for code in statuses.values()):
-            tally.failures.append(f"exit statuses on SIGTERM {statuses}")
-        fsck_all(network)
+        stop_and_check(tally, network)
     finally:
         for load in loads:
             load.stop()
