@@ -92,6 +92,7 @@ from store import LogStore, StoreError
 from .anchoring import CorridorAnchors
 from .config import JURISDICTION_NAMES, CorridorConfig
 from .evidence_pool import EvidencePool
+from .fork_resolution import ForkResolver
 from .ingest import Ingestor
 from .lifecycle import LifecycleTracker, halt_verifier
 from .p2p import GossipMessage, P2PHost, Verdict
@@ -244,6 +245,10 @@ class CorridorService:
             unbonding_period=unbonding, now=now, slash_policy=slash_policy, log_keys=self.log_keys,
             halted=self.lifecycle.halted,
         )  # fmt: skip
+        self.forks = ForkResolver(self)
+        """Watchers on both branches of a fork, their slashes, and the quorum resolution (design §8)."""
+        self.lifecycle.verify_quorum = self.forks.verify_quorum
+        self.lifecycle.fork_status = self.forks.status
         self.anchors = CorridorAnchors(
             store=store, corridor_id=config.id, origin=self.origin, log_keys=self.log_keys,
             quorum=self.quorum, host=host, config=config.anchor,
@@ -271,6 +276,7 @@ class CorridorService:
             nursery.start_soon(self._sync_loop)
             nursery.start_soon(self._cosign_loop)
             nursery.start_soon(self._announce_loop)
+            nursery.start_soon(self.forks.run)
             await nursery.start(self.anchors.run)  # optional L1 anchoring; never blocks the rest
             task_status.started()
 
@@ -313,6 +319,8 @@ class CorridorService:
         evidence = json.loads(message.data)
         if evidence.get("kind") == "log-equivocation":
             await self.on_fork(evidence, f"evidence gossip from {message.origin}")
+        elif evidence.get("kind") == "watcher-equivocation":
+            await self.forks.on_watcher_evidence(message.data)
 
     async def on_fork(self, evidence: dict[str, Any], where: str) -> None:
         """Verified-or-not ``log-equivocation`` evidence reached us: verify, keep, gossip, halt.
@@ -494,9 +502,13 @@ class CorridorService:
             await self._evaluate(self.origin, cp.size)
             return
         # A watcher's cosignature: counted (and stored) only for active watchers' verified lines.
+        where = f"cosignature gossip from {message.origin}"
+        if await self.forks.on_watcher_note(announcement.origin, announcement.note, where):
+            return  # another branch of a log: a fork (kept as its certificate, never merged)
         decision = await trio.to_thread.run_sync(
             self.quorum.on_watcher_note, announcement.origin, announcement.note
         )
+        await self.forks.after_merge(announcement.origin, announcement.note, where)
         self.stats.watcher_cosignatures_received += 1
         if decision is not None and decision.final:
             self.stats.quorum_final += 1

@@ -25,7 +25,9 @@ before any halt receipt is written: receipt production stops to what HALTED allo
 stops (``halted``). The corridor service then records the ACTIVE -> HALTED transition with the
 evidence. A halt's evidence is verified with the logs' keys and without an age limit (a fork is a
 fork whenever it is read: every node folding the same logs must reach the same state, whatever its
-clock); a resolution (HALTED -> ACTIVE) settles the evidence that halted the corridor.
+clock); a resolution (HALTED -> ACTIVE) settles the evidence that halted the corridor. A ``quorum``
+resolution is checked by ``verify_quorum`` (:mod:`node.fork_resolution`, over :mod:`protocol.fork`),
+against this node's copy of the log prefixes its certificate names, so every node reaches one verdict.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from protocol.errors import LocalProtocolError, PeerProtocolError
@@ -43,6 +45,7 @@ from protocol.lifecycle import (
     CorridorState,
     EvidenceVerifier,
     MergedLifecycle,
+    QuorumVerifier,
     State,
     allowed_kinds,
     apply,
@@ -75,6 +78,7 @@ class LifecycleTracker:
         registered_keys: party code -> its registered Ed25519 key (the parties' log keys).
         definition: the corridor definition this node was configured with, if any.
         verify_evidence: the fork-evidence verifier for ACTIVE -> HALTED (None: halts are refused).
+        verify_quorum: the quorum-resolution verifier for HALTED -> ACTIVE (None: refused).
     """
 
     def __init__(
@@ -86,6 +90,7 @@ class LifecycleTracker:
         *,
         definition: Mapping[str, Any] | None = None,
         verify_evidence: EvidenceVerifier | None = None,
+        verify_quorum: QuorumVerifier | None = None,
     ) -> None:
         self.store = store
         self.corridor_id = corridor_id
@@ -93,6 +98,10 @@ class LifecycleTracker:
         self.registered_keys = dict(registered_keys)
         self.definition_digest = definition_digest(definition).hex() if definition is not None else None
         self.verify_evidence = verify_evidence
+        self.verify_quorum = verify_quorum
+        """Checks a quorum resolution (``node.fork_resolution``; None: quorum resolutions are refused)."""
+        self.fork_status: Callable[[], dict[str, Any]] | None = None
+        """The fork resolver's status, shown as ``fork`` in :meth:`status` (None: not shown)."""
         self._lock = threading.RLock()
         self._scanned = dict.fromkeys(self.origins, 0)
         self._payloads: dict[str, list[dict[str, Any]]] = {origin: [] for origin in self.origins}
@@ -137,6 +146,7 @@ class LifecycleTracker:
                     [self._payloads[origin] for origin in self.origins],
                     self.registered_keys,
                     verify_evidence=self.verify_evidence,
+                    verify_quorum=self.verify_quorum,
                 )
                 self._applied = frozenset(t.digest for t in self._merged.lifecycle.history)
                 for rejected in self._merged.rejected:
@@ -150,6 +160,20 @@ class LifecycleTracker:
     def state(self) -> CorridorState:
         """The corridor's current state as the logs record it."""
         return self.merged().lifecycle.state
+
+    def halt_evidence_body(self, digest: str | None) -> dict[str, Any] | None:
+        """The evidence body of an ACTIVE -> HALTED payload in either log whose digest is ``digest``."""
+        if digest is None:
+            return None
+        with self._lock:
+            for payloads in self._payloads.values():
+                for payload in payloads:
+                    evidence = payload.get("evidence") if payload.get("to") == "HALTED" else None
+                    if isinstance(evidence, Mapping) and evidence.get("digest_sha256") == digest:
+                        body = evidence.get("body")
+                        return dict(body) if isinstance(body, Mapping) else None
+            held = self._forks.get(digest)
+            return dict(held) if held is not None else None
 
     def note_fork(self, digest: str, evidence: Mapping[str, Any]) -> bool:
         """Remember verified fork evidence (its digest hex); False if already known."""
@@ -224,6 +248,7 @@ class LifecycleTracker:
             ],
             "rejected": rejected,
             "waiting": dict(zip(self.origins, merged.waiting, strict=True)),
+            **({"fork": self.fork_status()} if self.fork_status is not None else {}),
         }
 
 
@@ -286,8 +311,9 @@ class LifecycleGate:
                 got=payload.get("definition_digest"),
             )
         self.state = apply(
-            self.state, payload, self.tracker.registered_keys, verify_evidence=self.tracker.verify_evidence
-        )
+            self.state, payload, self.tracker.registered_keys, verify_evidence=self.tracker.verify_evidence,
+            verify_quorum=self.tracker.verify_quorum,
+        )  # fmt: skip
         if self.state.state == State.HALTED:
             self.fork_pending = False
         self.applied.add(digest)

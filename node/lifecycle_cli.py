@@ -12,6 +12,13 @@ with its own node's key, offline, and passes the file on::
 The file is one JSON line ``{"kind": "lifecycle", "payload": {...}}``, the input of ``sez-node
 submit``. Signing checks the payload's stateless rules (``protocol.lifecycle.check_payload``) except
 that signatures may still be missing; the node checks the rest against the corridor's state.
+
+A fork that no branch resolves by quorum (design §8) ends with a two-party resolution naming the
+canonical branch (``sez-node lifecycle status`` shows each branch under ``fork``)::
+
+    sez-node lifecycle sign --config pak/node.toml --corridor PAK-KSA --from HALTED --to ACTIVE \\
+        --branch-origin sez.gov.pk/corridor/PAK-KSA --branch-size 12 --branch-root <hex> > r.json
+    sez-node lifecycle sign --config ksa/node.toml --corridor PAK-KSA r.json > r2.json
 """
 
 from __future__ import annotations
@@ -68,6 +75,16 @@ def _new_payload(args: argparse.Namespace) -> dict[str, Any]:
         payload["definition_digest"] = definition_digest(definition).hex()
     if args.authority:
         payload["authority"] = args.authority
+    branch = (args.branch_origin, args.branch_size, args.branch_root)
+    if any(part is not None for part in branch):
+        if any(part is None for part in branch):
+            raise LocalProtocolError(
+                "usage", "a resolution names --branch-origin, --branch-size and --branch-root"
+            )
+        payload["resolution"] = {
+            "method": "two-party",
+            "branch": {"origin": args.branch_origin, "size": args.branch_size, "root": args.branch_root},
+        }
     return payload
 
 
@@ -123,6 +140,11 @@ def add_lifecycle_commands(sub: Any) -> None:
         "--definition", metavar="JSON", help="the corridor definition (DRAFT->PENDING, PENDING->ACTIVE)"
     )
     p.add_argument("--authority", metavar="PARTY", help="the suspending party (SUSPENDED and back)")
+    p.add_argument(
+        "--branch-origin", metavar="ORIGIN", help="HALTED->ACTIVE two-party resolution: the forked log"
+    )
+    p.add_argument("--branch-size", type=int, metavar="N", help="... the canonical branch's checkpoint size")
+    p.add_argument("--branch-root", metavar="HEX", help="... and its root (64 hex characters)")
     p.add_argument("--out", metavar="FILE", help="write the signed transition here (default: stdout)")
     p.set_defaults(func=cmd_sign)
     p = lsub.add_parser("status", help="the corridor's lifecycle state and history from the running node")

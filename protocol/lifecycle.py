@@ -157,9 +157,10 @@ EvidenceVerifier = Callable[[Mapping[str, Any]], bytes]
 :class:`PeerProtocolError` if the evidence does not verify. :func:`protocol.evidence.evidence_verifier`
 makes the one for fork evidence (design §7/§8), from the corridor's log keys, clock and policy."""
 
-QuorumVerifier = Callable[[Mapping[str, Any]], None]
-"""Checks a ``quorum`` resolution (its branch and certificate); raises :class:`PeerProtocolError` if
-the named branch did not reach quorum."""
+QuorumVerifier = Callable[[Mapping[str, Any], str | None], None]
+"""Checks a ``quorum`` resolution (its branch and certificate) of the halt whose evidence digest (hex)
+is the second argument; raises :class:`PeerProtocolError` if the named branch did not reach quorum.
+:mod:`protocol.fork` has the certificate and its verifier."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -496,7 +497,7 @@ def _apply(
         if payload["resolution"]["method"] == "quorum":
             if verify_quorum is None:
                 raise LocalProtocolError("no-quorum-verifier", "a quorum resolution needs a quorum verifier")
-            verify_quorum(payload["resolution"])
+            verify_quorum(payload["resolution"], current.halt_evidence)
         settled = current.settled_evidence | ({current.halt_evidence} if current.halt_evidence else set())
         return replace(
             current, state=target, halt_evidence=None, settled_evidence=frozenset(settled)

@@ -64,7 +64,7 @@ def verify_evidence(evidence: Mapping[str, Any]) -> bytes:
     return hashlib.sha256(canonical(dict(evidence["body"]))).digest()
 
 
-def verify_quorum(resolution: Mapping[str, Any]) -> None:
+def verify_quorum(resolution: Mapping[str, Any], halt_evidence: str | None) -> None:
     if resolution.get("certificate", {}).get("ok") is not True:
         raise PeerProtocolError("no-quorum", "the branch did not reach quorum")
 
