@@ -46,7 +46,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .errors import LocalProtocolError, PeerProtocolError
-from .keys import ALG_ED25519, SigningKey, VerifierKey, key_id, validate_key_name
+from .keys import ALG_ED25519, SigningKey, VerifierKey, key_id
 
 __all__ = [
     "KEY_ID_SIZE",
@@ -96,20 +96,25 @@ _EM_DASH_PREFIX = "\u2014 "
 _PREFIX_BYTES = len(_EM_DASH_PREFIX.encode("utf-8"))
 
 
-def _is_valid_name(name: str) -> bool:
-    """Key names are non-empty, with no Unicode space and no ``+`` (signed-note "Format")."""
-    try:
-        validate_key_name(name)
-    except LocalProtocolError:
-        return False
-    return True
-
-
-_BAD_CHAR = re.compile("[\x00-\x09\x0b-\x1f\ud800-\udfff]")
-"""ASCII controls except newline (signed-note "Format"), and lone surrogates (not UTF-8)."""
 _BAD_NAME_CHAR = re.compile("[\\s+\x00-\x1f\ud800-\udfff]")
-"""What no key name may hold: a Unicode space or ``+`` (:func:`_is_valid_name`), or a control character
-or lone surrogate (:func:`_has_bad_char`), in one search: it runs for every signature line parsed."""
+"""What no key name may hold: a Unicode space or ``+`` (signed-note "Format": ``keys.validate_key_name``),
+or a control character or lone surrogate (:func:`_has_bad_char`), in one search: it runs for every
+signature line parsed."""
+
+
+_CONTROL_BYTES = bytes(c for c in range(0x20) if c != 0x0A)
+"""The ASCII control characters a note may not hold (all below U+0020 but newline), as bytes."""
+
+
+def _has_control_byte(data: bytes) -> bool:
+    """True if UTF-8 ``data`` holds an ASCII control character other than newline.
+
+    On UTF-8 a byte below 0x20 is always that ASCII character (every byte of a multi-byte sequence
+    is 0x80 or above), so deleting the forbidden bytes and comparing lengths is the same test as
+    searching the decoded text for them; it runs in C at about 1 µs per kB, where a regex over the
+    decoded text of a checkpoint (non-ASCII: its em dashes) took 3 to 7 µs.
+    """
+    return len(data.translate(None, _CONTROL_BYTES)) != len(data)
 
 
 def _has_bad_char(text: str) -> bool:
@@ -118,8 +123,17 @@ def _has_bad_char(text: str) -> bool:
     Signed notes "MUST be valid UTF-8 and MUST NOT contain any ASCII control
     characters (those below U+0020) other than newline". DEL (U+007F) and C1
     controls are allowed, as in the Go reference implementation.
+
+    Same answer as the search for ``[\\x00-\\x09\\x0b-\\x1f\\ud800-\\udfff]`` it replaced (a test
+    compares them on every code point), at under half its cost on a checkpoint: a lone
+    surrogate is exactly what the strict UTF-8 encoder refuses, and :func:`_has_control_byte`
+    checks the encoded bytes.
     """
-    return _BAD_CHAR.search(text) is not None
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return _has_control_byte(data)
 
 
 def _b64encode(raw: bytes) -> str:
@@ -131,12 +145,15 @@ def _b64decode_canonical(text: str) -> bytes | None:
 
     Refusing non-zero trailing bits, missing padding and embedded whitespace
     makes the decoding injective, so a note has exactly one spelling.
+    ``binascii`` directly: what ``base64.b64decode(text, validate=True)`` and
+    ``base64.b64encode`` call, without their argument conversions (it runs for
+    every signature line).
     """
     try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
+        raw = binascii.a2b_base64(text, strict_mode=True)
+    except (binascii.Error, ValueError):  # ValueError: a non-ASCII str
         return None
-    if _b64encode(raw) != text:
+    if binascii.b2a_base64(raw, newline=False).decode("ascii") != text:
         return None
     return raw
 
@@ -195,7 +212,8 @@ class NoteSignature:
                 line=line[:80],
             )
         name, sep, encoded = line[len(_EM_DASH_PREFIX) :].partition(" ")
-        if not sep or not _is_valid_name(name):
+        # The constructor's name check, as a peer fault (it includes keys.validate_key_name's).
+        if not sep or not name or _BAD_NAME_CHAR.search(name) is not None:
             raise PeerProtocolError(
                 "bad-signature-line", "signature line has no valid key name", line=line[:80]
             )
@@ -321,11 +339,13 @@ def parse_note(data: bytes) -> SignedNote:
             f"note of {len(data)} bytes exceeds MAX_NOTE_BYTES={MAX_NOTE_BYTES}",
             size=len(data),
         )
+    data = bytes(data)
     try:
-        msg = bytes(data).decode("utf-8")
+        msg = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PeerProtocolError("bad-note-encoding", "note is not valid UTF-8", offset=exc.start) from exc
-    if _has_bad_char(msg):
+    # Decoded strictly, so no lone surrogate: only the control characters remain to refuse.
+    if _has_control_byte(data):
         raise PeerProtocolError("bad-note-encoding", "note holds a control character other than newline")
     split = msg.rfind("\n\n")
     if split < 0:
@@ -351,7 +371,7 @@ def _parse_block(block: str) -> tuple[NoteSignature, ...]:
             f"{count} signature lines exceed MAX_SIGNATURES={MAX_SIGNATURES}",
             count=count,
         )
-    return tuple(NoteSignature.from_line(line) for line in block[:-1].split("\n"))
+    return tuple([NoteSignature.from_line(line) for line in block[:-1].split("\n")])
 
 
 def format_note(note: SignedNote) -> bytes:
@@ -374,11 +394,12 @@ def parse_signature_lines(data: bytes) -> tuple[NoteSignature, ...]:
     """
     if len(data) > MAX_NOTE_BYTES:
         raise PeerProtocolError("note-too-large", f"{len(data)} bytes exceed MAX_NOTE_BYTES", size=len(data))
+    data = bytes(data)
     try:
-        block = bytes(data).decode("utf-8")
+        block = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PeerProtocolError("bad-note-encoding", "signature lines are not valid UTF-8") from exc
-    if _has_bad_char(block):
+    if _has_control_byte(data):
         raise PeerProtocolError("bad-note-encoding", "signature lines hold a control character")
     if not block or not block.endswith("\n"):
         raise PeerProtocolError("bad-note", "expected one or more newline-terminated signature lines")

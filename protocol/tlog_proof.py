@@ -97,12 +97,16 @@ _DECIMAL = re.compile(rb"0|[1-9][0-9]{0,19}")
 
 
 def _b64decode_canonical(text: bytes) -> bytes | None:
-    """Standard padded base64 in its one canonical spelling, else None."""
+    """Standard padded base64 in its one canonical spelling, else None.
+
+    ``binascii`` directly: what ``base64.b64decode(text, validate=True)`` and ``base64.b64encode``
+    call, without their argument conversions (it runs for every line of a bundle).
+    """
     try:
-        raw = base64.b64decode(text, validate=True)
+        raw = binascii.a2b_base64(text, strict_mode=True)
     except (binascii.Error, ValueError):
         return None
-    return raw if base64.b64encode(raw) == text else None
+    return raw if binascii.b2a_base64(raw, newline=False) == text else None
 
 
 def _bad(message: str, **details: object) -> PeerProtocolError:
@@ -205,6 +209,19 @@ class ParsedTlogProof:
     note: SignedNote
 
 
+def _next_line(data: bytes, pos: int) -> tuple[bytes, int]:
+    """The line of ``data`` that starts at ``pos``, without its newline, and the position after it.
+
+    Raises:
+        PeerProtocolError(bad-proof-bundle): no newline follows (``verify_bundle`` reports a bundle cut
+            short from this message).
+    """
+    end = data.find(b"\n", pos)
+    if end < 0:
+        raise _bad("bundle ends inside a line", offset=pos)
+    return data[pos:end], end + 1
+
+
 def parse_tlog_proof(data: bytes) -> ParsedTlogProof:
     """Parse a bundle as :meth:`TlogProof.decode` does (same checks, same reasons), checkpoint included.
 
@@ -220,17 +237,8 @@ def parse_tlog_proof(data: bytes) -> ParsedTlogProof:
         )
     if not data.startswith(HEADER):
         raise _bad("bundle does not start with the c2sp.org/tlog-proof@v1 line")
-    pos = len(HEADER)
-
-    def next_line() -> bytes:
-        nonlocal pos
-        end = data.find(b"\n", pos)
-        if end < 0:
-            raise _bad("bundle ends inside a line", offset=pos)
-        line, pos = data[pos:end], end + 1
-        return line
-
-    line = next_line()
+    # Lines are read one by one, so the first fault in reading order is the one reported.
+    line, pos = _next_line(data, len(HEADER))
     extra: bytes | None = None
     if line.startswith(_EXTRA_PREFIX):
         extra = _b64decode_canonical(line[len(_EXTRA_PREFIX) :])
@@ -238,7 +246,7 @@ def parse_tlog_proof(data: bytes) -> ParsedTlogProof:
             raise _bad("extra line is empty or not canonical standard base64")
         if len(extra) > MAX_EXTRA_BYTES:
             raise _bad(f"extra data exceeds MAX_EXTRA_BYTES={MAX_EXTRA_BYTES}", size=len(extra))
-        line = next_line()
+        line, pos = _next_line(data, pos)
     if not line.startswith(_INDEX_PREFIX):
         raise _bad("missing index line")
     digits = line[len(_INDEX_PREFIX) :]
@@ -246,13 +254,15 @@ def parse_tlog_proof(data: bytes) -> ParsedTlogProof:
         raise _bad("index is not a uint64 in decimal without leading zeros", index=digits[:40].hex())
     index = int(digits)
     proof: list[bytes] = []
-    while (line := next_line()) != b"":
+    line, pos = _next_line(data, pos)
+    while line:  # up to the empty line before the checkpoint
         if len(proof) == MAX_PROOF_HASHES:
             raise _bad(f"more than MAX_PROOF_HASHES={MAX_PROOF_HASHES} proof lines")
         node = _b64decode_canonical(line)
         if node is None or len(node) != HASH_SIZE:
             raise _bad("proof line is not the canonical base64 of a 32-byte hash", position=len(proof))
         proof.append(node)
+        line, pos = _next_line(data, pos)
     checkpoint = data[pos:]
     cp, note = parse_checkpoint(checkpoint)
     return ParsedTlogProof(
