@@ -68,6 +68,15 @@ def _new_payload(args: argparse.Namespace) -> dict[str, Any]:
         payload["definition_digest"] = definition_digest(definition).hex()
     if args.authority:
         payload["authority"] = args.authority
+    if args.branch:  # HALTED -> ACTIVE: the branch that stays canonical (design §8)
+        origin, _, rest = args.branch.rpartition("@")
+        size, _, root = rest.partition(":")
+        if not origin or not size.isdigit() or not root:
+            raise LocalProtocolError("usage", "--branch is ORIGIN@SIZE:ROOTHEX")
+        payload["resolution"] = {
+            "method": args.method,
+            "branch": {"origin": origin, "size": int(size), "root": root.lower()},
+        }
     return payload
 
 
@@ -123,6 +132,14 @@ def add_lifecycle_commands(sub: Any) -> None:
         "--definition", metavar="JSON", help="the corridor definition (DRAFT->PENDING, PENDING->ACTIVE)"
     )
     p.add_argument("--authority", metavar="PARTY", help="the suspending party (SUSPENDED and back)")
+    p.add_argument(
+        "--branch", metavar="ORIGIN@SIZE:ROOT",
+        help="HALTED->ACTIVE: the canonical branch (a checkpoint of ORIGIN: size and hex root)",
+    )  # fmt: skip
+    p.add_argument(
+        "--method", choices=["two-party", "quorum"], default="two-party",
+        help="how the branch was chosen (with --branch; default two-party: both parties sign)",
+    )  # fmt: skip
     p.add_argument("--out", metavar="FILE", help="write the signed transition here (default: stdout)")
     p.set_defaults(func=cmd_sign)
     p = lsub.add_parser("status", help="the corridor's lifecycle state and history from the running node")
