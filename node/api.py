@@ -16,6 +16,7 @@ GET      /v1/corridors/{corridor}/watchers               the stake ledger: watch
 GET      /v1/corridors/{corridor}/evidence               verified misbehaviour evidence, oldest first
 GET      /v1/corridors/{corridor}/policy                 the trust policy (schemas/policy.json)
 GET      /v1/corridors/{corridor}/anchors                L1 anchor records and anchoring status
+GET      /v1/corridors/{corridor}/orphans                our log's receipts set aside by recoveries
 GET      /v1/logs/{origin}/receipts/{sequence}           the receipt (canonical JSON)
 GET      /v1/logs/{origin}/receipts/{sequence}/finality  {"receipt_signed", "counterparty_cosigned",
                                                          "quorum_final", "quorum_final_size",
@@ -82,6 +83,7 @@ _STATUS = {
     "too-large": 413,
     "unsupported-media-type": 415,
     "shutting-down": 503,
+    "recovering": 503,  # our log is being checked or recovered (node.recovery): retry shortly
     "io": 503,  # the store failed (e.g. a full disk): the server's fault, retry later; never a 4xx
 }
 
@@ -407,6 +409,12 @@ def build_app(ctx: ApiContext) -> Starlette:
     async def lifecycle(request: Request) -> Response:
         return JSONResponse(ctx.status.corridor_lifecycle(request.path_params["corridor"]))
 
+    async def orphans(request: Request) -> Response:
+        listing: Callable[[str], dict[str, Any]] | None = getattr(ctx.status, "corridor_orphans", None)
+        if listing is None:
+            raise StoreError("not-found", "this node keeps no orphaned receipts")
+        return JSONResponse(listing(request.path_params["corridor"]))
+
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -427,6 +435,7 @@ def build_app(ctx: ApiContext) -> Starlette:
         Route("/v1/corridors/{corridor}/evidence", _guard(evidence), methods=["GET"]),
         Route("/v1/corridors/{corridor}/policy", _guard(trust_policy), methods=["GET"]),
         Route("/v1/corridors/{corridor}/anchors", _guard(anchors), methods=["GET"]),
+        Route("/v1/corridors/{corridor}/orphans", _guard(orphans), methods=["GET"]),
         Route("/v1/logs/{origin:path}/receipts/{sequence:int}/finality", _guard(finality), methods=["GET"]),
         Route("/v1/logs/{origin:path}/receipts/{sequence:int}", _guard(receipt), methods=["GET"]),
         Route("/v1/logs/{origin:path}/checkpoint", _guard(checkpoint), methods=["GET"]),

@@ -117,6 +117,9 @@ class NodeConfig:
     log_level: str
     corridors: tuple[CorridorConfig, ...]
     raw: dict[str, Any] = field(repr=False, compare=False)
+    own_log_check_timeout: float = 15.0
+    """Seconds the start-up own-log check (``node.recovery``) waits for a counterparty before the
+    writer proceeds with a warning (so that a fresh network still starts)."""
 
     def signing_key(self, origin: str) -> SigningKey:
         """The node's signing key under the name ``origin`` (one seed signs every origin of the node)."""
@@ -260,6 +263,7 @@ def load_config(path: str | Path) -> NodeConfig:
         log_level=node.get("log_level", "info"),
         corridors=tuple(corridors),
         raw=raw,
+        own_log_check_timeout=float(node.get("own_log_check_timeout", 15.0)),
     )
     for corridor in config.corridors:
         try:

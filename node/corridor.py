@@ -97,6 +97,7 @@ from .ingest import Ingestor
 from .lifecycle import LifecycleTracker, halt_verifier
 from .p2p import GossipMessage, P2PHost, Verdict
 from .quorum import STAKE_CURRENCY, QuorumCollector
+from .recovery import OwnLogRecovery
 from .replica import ForkDetected, Outcome, Replica
 from .runtime import Kick
 from .sync_server import answer
@@ -191,6 +192,7 @@ class CorridorService:
         host: P2PHost,
         ingestor: Ingestor,
         now: Callable[[], float] = time.time,
+        own_log_check_timeout: float = 15.0,
     ) -> None:
         if not config.party:
             config = dataclasses.replace(config, party=_party_of(config))
@@ -253,6 +255,14 @@ class CorridorService:
             store=store, corridor_id=config.id, origin=self.origin, log_keys=self.log_keys,
             quorum=self.quorum, host=host, config=config.anchor,
         )  # fmt: skip
+        self.recovery = OwnLogRecovery(
+            store=store, corridor_id=config.id, key=self.key.verifier(), lifecycle=self.lifecycle,
+            host=host, peer_ids=config.peer_ids, check_timeout=own_log_check_timeout,
+            on_reset=self._own_log_reset, on_ready=self._own_log_ready,
+        )  # fmt: skip
+        """Own-log check at start and recovery onto a resolution's branch (design §8; node.recovery)."""
+        self._pending_halt: tuple[dict[str, Any], str] | None = None
+        """A halt our writer refused while the recovery held it: recorded once it is released."""
 
     # ------------------------------------------------------------------ running
 
@@ -278,7 +288,20 @@ class CorridorService:
             nursery.start_soon(self._announce_loop)
             nursery.start_soon(self.forks.run)
             await nursery.start(self.anchors.run)  # optional L1 anchoring; never blocks the rest
+            await nursery.start(self.recovery.run)
             task_status.started()
+
+    def _own_log_reset(self, size: int) -> None:
+        """Our log was cut back to, or recovered up to, ``size`` (``node.recovery``): drop what cached it.
+
+        The writer reads the head from the store for every batch; the lifecycle tracker, the quorum
+        collector and the announce/cosigned figures here keep positions in our log and start again.
+        Runs in a worker thread (it may write the quorum record).
+        """
+        self.lifecycle.forget(self.origin)
+        self.quorum.forget(self.origin, size)
+        self._announced_size = -1
+        self._cosigned_ours = None
 
     def _fault(self, peer: str, where: str, exc: SezError) -> None:
         self.stats.peer_faults[peer] = self.stats.peer_faults.get(peer, 0) + 1
@@ -364,7 +387,16 @@ class CorridorService:
         try:
             await self.writer.submit("lifecycle", payload)
         except SezError as exc:  # already recorded, or the state moved on meanwhile
+            if exc.reason == "recovering":  # our log is being checked: record it once that is done
+                self._pending_halt = (evidence, digest)
             log.info("halt not recorded: %s: %s", exc.reason, exc.message, extra={"corridor": self.id})
+
+    async def _own_log_ready(self) -> None:
+        """The recovery released the writer: announce our (new) head; record a halt refused meanwhile."""
+        self._announce_kick.kick()
+        pending, self._pending_halt = self._pending_halt, None
+        if pending is not None:
+            await self._record_halt(*pending)
 
     # --------------------------------------------------------------- validators
 
@@ -731,7 +763,7 @@ class CorridorService:
                     "ack", {"origin": self.counterparty_origin, "size": cp.size, "root": cp.root.hex()}
                 )
             except LocalProtocolError as exc:
-                if exc.reason != "corridor-state":
+                if exc.reason not in ("corridor-state", "recovering"):
                     raise
                 # The lifecycle moved (a halt, a suspension) between the check and the write: no ack.
                 log.info("ack not written: %s", exc.message, extra={"corridor": self.id})
@@ -787,6 +819,7 @@ class CorridorService:
             "lifecycle": str(self.lifecycle.state().state),
             "halted": self.lifecycle.halted(),
             "forks": sorted(self.lifecycle.unresolved_forks()),
+            "recovery": self.recovery.status(),
             "finality": self.quorum.status(),
             "stake": self.quorum.watchers(),
             "anchoring": self.anchors.status(),

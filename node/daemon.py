@@ -45,6 +45,7 @@ from .ingest import Ingestor
 from .metrics import NodeCollector, build_registry
 from .p2p import P2PHost, configure_libp2p_logging, load_or_create_identity, open_host
 from .policy_export import corridor_policy
+from .recovery import orphans_listing
 from .runtime import run_foreground
 from .settlement import SETTLE_PROTOCOL_ID, SettlementService, for_corridor, serve_settle_frames
 
@@ -142,6 +143,11 @@ class Daemon:
                 return service.anchors.covering(origin, sequence)
         raise LocalProtocolError("unknown-origin", f"no corridor of this node has the log {origin!r}")
 
+    def corridor_orphans(self, corridor_id: str) -> dict[str, Any]:
+        """Our log's receipts set aside by recoveries, with their records (API; never deleted)."""
+        service = self._service(corridor_id)
+        return orphans_listing(service.store, service.origin, corridor_id)
+
     def corridor_watchers(self, corridor_id: str) -> dict[str, Any]:
         """The stake ledger of one corridor (API)."""
         return self._service(corridor_id).quorum.watchers()
@@ -174,7 +180,7 @@ class Daemon:
                 for corridor in config.corridors:
                     self.services[corridor.id] = CorridorService(
                         store=store, config=corridor, key=config.signing_key(corridor.origin),
-                        host=host, ingestor=ingestor,
+                        host=host, ingestor=ingestor, own_log_check_timeout=config.own_log_check_timeout,
                     )  # fmt: skip
                 self.settlements = {cid: for_corridor(svc) for cid, svc in self.services.items()}
                 host.set_stream_handler(SETTLE_PROTOCOL_ID, serve_settle_frames(lambda: self.settlements))

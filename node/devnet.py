@@ -113,16 +113,30 @@ NODE_TOML: Final = "node.toml"
 _EXIT_ON: Final = {"SIGINT": 130, "SIGTERM": 143}
 
 
+RECOVERING_WAIT = 60.0
+"""Seconds a devnet step waits for a node's own-log check (503 ``recovering``) to complete."""
+
+
 class DevnetError(RuntimeError):
     """A step of the devnet failed; the message says which and where to look."""
 
 
 def _post(node: DevnetNode, corridor: str, transitions: list[dict[str, Any]], what: str) -> int:
-    """POST a batch of transitions to ``node``; return how many receipts it wrote, or raise."""
-    response = httpx.post(
-        f"{node.url}/v1/corridors/{corridor}/transitions", json={"transitions": transitions},
-        headers={"Authorization": f"Bearer {node.token}"}, timeout=30, trust_env=False,
-    )  # fmt: skip
+    """POST a batch of transitions to ``node``; return how many receipts it wrote, or raise.
+
+    A node still checking its own log with its counterparty (``node.recovery``) answers 503
+    ``recovering``; that is waited out, bounded by ``RECOVERING_WAIT`` seconds.
+    """
+    deadline = time.monotonic() + RECOVERING_WAIT
+    while True:
+        response = httpx.post(
+            f"{node.url}/v1/corridors/{corridor}/transitions", json={"transitions": transitions},
+            headers={"Authorization": f"Bearer {node.token}"}, timeout=30, trust_env=False,
+        )  # fmt: skip
+        recovering = response.status_code == 503 and "recovering" in response.text
+        if not recovering or time.monotonic() >= deadline:
+            break
+        time.sleep(0.25)
     if response.status_code != 201:
         raise DevnetError(f"{node.jurisdiction} refused {what} in {corridor}: {response.text}")
     return len(response.json()["receipts"])

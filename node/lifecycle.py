@@ -28,6 +28,12 @@ fork whenever it is read: every node folding the same logs must reach the same s
 clock); a resolution (HALTED -> ACTIVE) settles the evidence that halted the corridor. A ``quorum``
 resolution is checked by ``verify_quorum`` (:mod:`node.fork_resolution`, over :mod:`protocol.fork`),
 against this node's copy of the log prefixes its certificate names, so every node reaches one verdict.
+
+**Holds** (``node.recovery``): while a writer hold is set (the own-log check at start, a recovery of
+our log to the canonical branch), or a *guard* says our log must not grow (a resolution names a
+branch of our log that our log disagrees with), every gate refuses every kind with ``recovering``:
+our writer must never extend a losing branch. :meth:`LifecycleTracker.forget` drops what was read of
+a log whose tail was set aside, so the next read starts again from its first receipt.
 """
 
 from __future__ import annotations
@@ -111,6 +117,65 @@ class LifecycleTracker:
         self._recorded: dict[str, set[str]] = {origin: set() for origin in self.origins}
         self._forks: dict[str, dict[str, Any]] = {}
         """Verified log-equivocation evidence this node holds: digest hex -> evidence JSON."""
+        self._holds: dict[str, str] = {}
+        """Writer holds by name -> why (``node.recovery``): while any is set, gates refuse everything."""
+        self.guards: list[Callable[[], str | None]] = []
+        """Called by every :meth:`gate`: a non-None answer (why) holds the writer like a hold."""
+        self._dirty = False
+        self._branches_of: MergedLifecycle | None = None
+        self._branches: dict[str, int] = {}
+
+    def hold(self, name: str, why: str) -> None:
+        """Refuse every receipt of our writer until :meth:`release` (``recovering``)."""
+        with self._lock:
+            self._holds[name] = why
+
+    def release(self, name: str) -> None:
+        """End the hold ``name`` (no-op if not held)."""
+        with self._lock:
+            self._holds.pop(name, None)
+
+    def holds(self) -> dict[str, str]:
+        """The writer holds in force: name -> why."""
+        with self._lock:
+            return dict(self._holds)
+
+    def hold_reason(self) -> str | None:
+        """Why our writer is held now (a hold or a guard), or None."""
+        with self._lock:
+            if self._holds:
+                return "; ".join(self._holds.values())
+        for guard in self.guards:
+            why = guard()
+            if why is not None:
+                return why
+        return None
+
+    def forget(self, origin: str) -> None:
+        """Forget what was read of ``origin`` (its tail was set aside): re-read it from sequence 0."""
+        with self._lock:
+            self._scanned[origin] = 0
+            self._payloads[origin] = []
+            self._positions[origin] = []
+            self._recorded[origin] = set()
+            self._dirty = True
+
+    def resolution_for(self, origin: str) -> dict[str, Any] | None:
+        """The latest applied HALTED -> ACTIVE payload whose resolution names a branch of ``origin``."""
+        merged = self.merged()
+        with self._lock:
+            by_digest = {
+                signing_digest(payload).hex(): payload
+                for payloads in self._payloads.values()
+                for payload in payloads
+                if payload.get("from") == "HALTED" and payload.get("to") == "ACTIVE"
+            }
+        for transition in reversed(merged.lifecycle.history):
+            payload = by_digest.get(transition.digest)
+            branch = (payload or {}).get("resolution", {}).get("branch", {})
+            if payload is not None and branch.get("origin") == origin:
+                return payload
+        return None
 
     def _read(self) -> bool:
         """Read lifecycle receipts appended since the last read; True if any was new."""
@@ -140,7 +205,8 @@ class LifecycleTracker:
     def merged(self) -> MergedLifecycle:
         """The merged lifecycle of both logs as stored now."""
         with self._lock:
-            if self._read():
+            if self._read() or self._dirty:
+                self._dirty = False
                 self._merged = merge(
                     self.corridor_id,
                     [self._payloads[origin] for origin in self.origins],
@@ -185,7 +251,33 @@ class LifecycleTracker:
 
     def _unresolved(self, merged: MergedLifecycle) -> dict[str, dict[str, Any]]:
         settled = merged.lifecycle.state.settled_evidence  # halts a resolution ended
-        return {digest: body for digest, body in self._forks.items() if digest not in settled}
+        branches = self._resolved_branches(merged)
+        return {
+            digest: body
+            for digest, body in self._forks.items()
+            if digest not in settled and not _within_branch(body, branches)
+        }
+
+    def _resolved_branches(self, merged: MergedLifecycle) -> dict[str, int]:
+        """Origin -> the largest ``branch.size`` an applied resolution named for that log.
+
+        A resolution says which branch of a log is canonical up to ``branch.size``: every fork of that
+        log at or below that size is settled by it, whichever spelling of the fork (receipts or
+        checkpoints) this node happened to hold. A fork beyond it is a new one.
+        """
+        if self._branches_of is merged:
+            return self._branches
+        resume = (State.HALTED, State.ACTIVE)
+        resumed = {t.digest for t in merged.lifecycle.history if (t.from_state, t.to_state) == resume}
+        branches: dict[str, int] = {}
+        for payloads in self._payloads.values():
+            for payload in payloads:
+                branch = payload.get("resolution", {}).get("branch")
+                if isinstance(branch, dict) and signing_digest(payload).hex() in resumed:
+                    origin = str(branch.get("origin"))
+                    branches[origin] = max(branches.get(origin, 0), int(branch.get("size", 0)))
+        self._branches_of, self._branches = merged, branches
+        return branches
 
     def unresolved_forks(self) -> dict[str, dict[str, Any]]:
         """Fork evidence held and not settled by a resolution: digest hex -> evidence JSON."""
@@ -210,7 +302,8 @@ class LifecycleTracker:
             state = merged.lifecycle.state
             gate = LifecycleGate(self, state, set(self._applied), set(self._recorded[origin]))
             gate.fork_pending = state.state == State.ACTIVE and bool(self._unresolved(merged))
-            return gate
+        gate.held = self.hold_reason()
+        return gate
 
     def status(self) -> dict[str, Any]:
         """JSON-ready state and history (API ``/v1/corridors/{id}/lifecycle``)."""
@@ -252,6 +345,21 @@ class LifecycleTracker:
         }
 
 
+def _within_branch(evidence: Mapping[str, Any], branches: Mapping[str, int]) -> bool:
+    """True if the fork ``evidence`` shows lies at or below a resolved branch size of its log."""
+    size = branches.get(str(evidence.get("origin")))
+    if size is None:
+        return False
+    try:
+        if evidence.get("receipts"):
+            return int(evidence["receipts"][0]["sequence"]) < size
+        if evidence.get("checkpoints"):
+            return int(str(evidence["checkpoints"][0]).split("\n")[1]) <= size
+    except (KeyError, IndexError, TypeError, ValueError):
+        return False
+    return False
+
+
 class LifecycleGate:
     """Admits the receipts of one writer batch in order (see the module docstring)."""
 
@@ -264,6 +372,8 @@ class LifecycleGate:
         self.recorded = recorded
         self.fork_pending = False
         """An unresolved fork is held while the logs still say ACTIVE: admit as HALTED."""
+        self.held: str | None = None
+        """Why our writer is held (recovery, see the module docstring): refuse everything."""
 
     def admit(self, kind: str, payload: Mapping[str, Any]) -> None:
         """Admit one receipt of ``kind``; for ``lifecycle``, advance the batch's state.
@@ -276,6 +386,13 @@ class LifecycleGate:
                 ``definition-mismatch``, ...).
         """
         state = self.state.state
+        if self.held is not None:
+            raise LocalProtocolError(
+                "recovering",
+                f"corridor {self.tracker.corridor_id}: our log is being recovered: {self.held}",
+                state=str(state),
+                kind=kind,
+            )
         if self.fork_pending and state == State.ACTIVE:
             state = State.HALTED
         if kind not in allowed_kinds(state):

@@ -164,6 +164,24 @@ class QuorumCollector:
                 return size
         return 0
 
+    def forget(self, origin: str, size: int) -> None:
+        """``origin``'s log was cut back to ``size`` receipts (a tail set aside, ``node.recovery``).
+
+        Drops every cached figure read from the old tail (ledger entries, the cosigned and final
+        sizes, held-ahead lines, last decisions) and lowers the stored sizes to at most ``size``:
+        the orphaned checkpoints are no longer this log's.
+        """
+        with self._lock:
+            self._entries = [e for e in self._entries if e.origin != origin or e.sequence < size]
+            self._scanned[origin] = min(self._scanned.get(origin, 0), size)
+            self._ahead.pop(origin, None)
+            self.last_decisions.pop(origin, None)
+            record = self._record(origin)
+            lowered = {key: min(int(value), size) for key, value in record.items()}
+            if lowered != record:
+                self.store.set_witness_state(state_key(origin), dict(lowered))
+            self._records.pop(origin, None)
+
     def final_size(self, origin: str) -> int:
         """The quorum-final size of ``origin`` (0 if nothing is final yet)."""
         with self._lock:

@@ -612,6 +612,16 @@ class MergedLifecycle:
 _WAITING_REASONS: Final = frozenset({"illegal-transition", "wrong-from-state"})
 
 
+def _halt_already(current: CorridorState, payload: Any) -> bool:
+    """True for an ACTIVE -> HALTED payload while HALTED: a second record of a halt (see :func:`merge`)."""
+    return (
+        current.state == State.HALTED
+        and isinstance(payload, Mapping)
+        and payload.get("from") == str(State.ACTIVE)
+        and payload.get("to") == str(State.HALTED)
+    )
+
+
 def merge(
     corridor_id: str,
     logs: Iterable[Iterable[Mapping[str, Any]]],
@@ -628,8 +638,11 @@ def merge(
     first log whose next payload applies to the current state applies it; a payload whose
     :func:`signing_digest` was already applied is skipped (the other party recorded it too); one that
     fails for a reason other than the state (a bad signature, another corridor, a forged evidence)
-    is rejected and skipped; one that starts from a state not reached yet waits. Every node holding
-    the same two logs derives the same state.
+    is rejected and skipped; one that starts from a state not reached yet waits. An ACTIVE -> HALTED
+    payload met while the corridor is HALTED is the other party's record of a halt (each party halts
+    on the fork evidence it holds, maybe another spelling of the same fork): it counts once and is
+    skipped, rather than waiting forever in front of the resolution its log records next. Every node
+    holding the same two logs derives the same state.
     """
     queues = [list(log) for log in logs]
     heads = [0] * len(queues)
@@ -644,7 +657,7 @@ def merge(
             while heads[log] < len(queue):
                 payload = queue[heads[log]]
                 digest = signing_digest(payload) if isinstance(payload, Mapping) else b""
-                if digest in applied:
+                if digest in applied or _halt_already(current, payload):
                     heads[log] += 1
                     continue
                 try:

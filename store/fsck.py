@@ -9,7 +9,9 @@ For each log, in order:
 3. the MMR recomputed from the leaves equals every stored node, no node is
    missing and none is extra, and the recomputed root equals the head;
 4. every stored checkpoint carries a valid log signature and equals the
-   recomputed root at its size.
+   recomputed root at its size;
+5. every set of orphaned receipts (``store.orphans``: a tail set aside by a
+   recovery) is whole: contiguous, counted and digested as its record says.
 
 The check reads the store only; it never repairs. A node refuses to start if
 its own log fails (design §6).
@@ -25,6 +27,7 @@ from protocol.errors import SezError
 from protocol.receipts import Receipt, check_chain, genesis_root, verify_receipt
 
 from .logstore import LogStore
+from .orphans import check_orphans
 
 __all__ = ["FsckReport", "LogReport", "fsck"]
 
@@ -145,4 +148,6 @@ def _check_log(store: LogStore, origin: str, verify_signatures: bool) -> LogRepo
             )
         elif size not in roots and report.ok:
             problem(f"checkpoint at size {size} is beyond the verified log")
+    for text in check_orphans(store, origin):
+        problem(text)
     return report

@@ -30,12 +30,14 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import tomli_w
 
 from node.config import JURISDICTION_NAMES, write_initial_config
 from node.keyfile import write_secret_file
@@ -189,6 +191,18 @@ class NodeSpec:
         return SigningKey(self.origin(corridor), self.key.seed).verifier()
 
 
+OWN_LOG_CHECK_TIMEOUT = 3.0
+"""The harness's ``node.own_log_check_timeout``: short, so that a node started while its counterparty
+is down (several tests do) writes after 3 s instead of the daemon's default 15 s."""
+
+
+def _set_node_option(config: Path, name: str, value: Any) -> None:
+    """Set one ``[node]`` option of a written ``node.toml``."""
+    document = tomllib.loads(config.read_text(encoding="utf-8"))
+    document["node"][name] = value
+    config.write_text(tomli_w.dumps(document), encoding="utf-8")
+
+
 ACTIVATION_RECEIPTS = 2
 """The lifecycle receipts (DRAFT -> PENDING -> ACTIVE) at the start of every log of an activated network."""
 
@@ -203,6 +217,7 @@ def make_network(
     checkpoint_interval: int = 1,
     activate: bool = True,
     anchor: Mapping[str, Mapping[str, Any]] | None = None,
+    own_log_check_timeout: float = OWN_LOG_CHECK_TIMEOUT,
 ) -> Network:
     """Write a node directory per jurisdiction under ``tmp_path`` and return the :class:`Network`.
 
@@ -216,6 +231,7 @@ def make_network(
     multiaddrs (``.../p2p/<id>``) that node allows and dials in that corridor, after the counterparty.
     ``anchor[jurisdiction]`` is the ``anchor`` table of that node's corridors, with ``key`` (a hex
     secp256k1 key) written to ``anchor.key`` in the node's folder in place of ``key_file``.
+    ``own_log_check_timeout`` is each node's ``node.own_log_check_timeout`` (``node.recovery``).
     """
     extra_peers = extra_peers or {}
     ports = free_ports(2 * len(jurisdictions))
@@ -272,6 +288,7 @@ def make_network(
             spec.directory, jurisdiction=jurisdiction, listen=f"/ip4/127.0.0.1/tcp/{spec.p2p_port}",
             http=f"127.0.0.1:{spec.http_port}", corridors=entries,
         )  # fmt: skip
+        _set_node_option(spec.config, "own_log_check_timeout", own_log_check_timeout)
         # write_initial_config made a fresh signing key; use ours, whose public half the peers hold.
         write_secret_file(spec.directory / "signing.key", spec.key.to_private_line() + "\n", overwrite=True)
         save_identity(identities[jurisdiction], spec.directory / "identity.key")
@@ -441,6 +458,7 @@ class NodeProcess(ChildProcess):
         assert ready["event"] == "ready", line
         assert ready["peer_id"] == self.spec.peer_id, (ready, self.spec.peer_id)
         self.ready = ready
+        self.wait_own_log_checked(max(1.0, timeout))
         if not self.spec.activated:
             self.spec.activated = True
             for corridor, payloads in self.spec.activations.items():
@@ -448,6 +466,16 @@ class NodeProcess(ChildProcess):
                 response = self.http.post(f"/v1/corridors/{corridor}/transitions", json=body)
                 assert response.status_code == 201, (corridor, response.text)
         return ready
+
+    def wait_own_log_checked(self, timeout: float) -> None:
+        """Wait (bounded) until every corridor's own-log check has completed (``node.recovery``):
+        until then the node refuses submissions with 503 ``recovering``."""
+        for corridor in self.spec.origins:
+
+            def checked(corridor: str = corridor) -> bool:
+                return bool(self.status(corridor)["recovery"]["state"] != "checking")
+
+            wait_until(checked, timeout, f"{self.name}'s own-log check in {corridor}")
 
     # -- HTTP -----------------------------------------------------------------------------
 
