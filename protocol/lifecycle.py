@@ -173,6 +173,9 @@ class CorridorState:
         definition_digest: hex digest of the corridor definition bound at DRAFT -> PENDING.
         suspended_by: the party whose authority suspended the corridor (while SUSPENDED).
         halt_evidence: hex digest of the evidence that halted it (while HALTED).
+        also_halted: digests of the evidence of further ACTIVE -> HALTED records met while HALTED
+            (the other party's record of the fork, perhaps another spelling of it: see :func:`merge`);
+            a ``quorum`` resolution may resolve the halt by naming any of them or ``halt_evidence``.
         settled_evidence: digests of evidence whose halt a resolution ended: the same fork, once
             resolved, cannot halt the corridor again (a log checkpoint carries no signed time, so
             its evidence never ages out).
@@ -183,6 +186,7 @@ class CorridorState:
     definition_digest: str | None = None
     suspended_by: str | None = None
     halt_evidence: str | None = None
+    also_halted: frozenset[str] = frozenset()
     settled_evidence: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
@@ -492,15 +496,22 @@ def _apply(
                 expected=digest.hex(),
                 got=evidence["digest_sha256"],
             )
-        return replace(current, state=target, halt_evidence=evidence["digest_sha256"]), signers
+        return replace(
+            current, state=target, halt_evidence=evidence["digest_sha256"], also_halted=frozenset()
+        ), signers
     if source == State.HALTED and target == State.ACTIVE:
         if payload["resolution"]["method"] == "quorum":
             if verify_quorum is None:
                 raise LocalProtocolError("no-quorum-verifier", "a quorum resolution needs a quorum verifier")
-            verify_quorum(payload["resolution"], current.halt_evidence)
-        settled = current.settled_evidence | ({current.halt_evidence} if current.halt_evidence else set())
+            certificate = payload["resolution"].get("certificate")
+            named = certificate.get("evidence") if isinstance(certificate, Mapping) else None
+            halt = named if named in current.also_halted else current.halt_evidence
+            verify_quorum(payload["resolution"], halt)
+        settled = current.settled_evidence | current.also_halted
+        if current.halt_evidence:
+            settled |= {current.halt_evidence}
         return replace(
-            current, state=target, halt_evidence=None, settled_evidence=frozenset(settled)
+            current, state=target, halt_evidence=None, also_halted=frozenset(), settled_evidence=settled
         ), signers
     if target == State.SUSPENDED:
         return replace(current, state=target, suspended_by=payload["authority"]), signers
@@ -622,6 +633,36 @@ def _halt_already(current: CorridorState, payload: Any) -> bool:
     )
 
 
+def _also_halted(
+    current: CorridorState,
+    payload: Mapping[str, Any],
+    registered_keys: Mapping[str, VerifierKey],
+    verify_evidence: EvidenceVerifier | None,
+    *,
+    rejected: list[Rejected],
+    at: tuple[int, int],
+) -> CorridorState:
+    """``current`` with a second record of a halt counted (see :func:`merge`), if it verifies as one.
+
+    It is checked as the ACTIVE -> HALTED transition it is (schema, signatures, evidence); one that
+    does not verify is reported in ``rejected``, and one whose evidence a resolution settled already
+    is a quiet no-op.
+    """
+    try:
+        _apply(replace(current, state=State.ACTIVE, halt_evidence=None), payload, registered_keys,
+               verify_evidence, None)  # fmt: skip
+    except PeerProtocolError as exc:
+        if exc.reason != "evidence-settled":
+            rejected.append(Rejected(at[0], at[1], exc.reason, exc.message))
+        return current
+    except LocalProtocolError:
+        return current  # no evidence verifier: the caller did not ask for halts to be judged
+    digest = payload["evidence"]["digest_sha256"]
+    if digest == current.halt_evidence:
+        return current
+    return replace(current, also_halted=current.also_halted | {digest})
+
+
 def merge(
     corridor_id: str,
     logs: Iterable[Iterable[Mapping[str, Any]]],
@@ -640,8 +681,11 @@ def merge(
     fails for a reason other than the state (a bad signature, another corridor, a forged evidence)
     is rejected and skipped; one that starts from a state not reached yet waits. An ACTIVE -> HALTED
     payload met while the corridor is HALTED is the other party's record of a halt (each party halts
-    on the fork evidence it holds, maybe another spelling of the same fork): it counts once and is
-    skipped, rather than waiting forever in front of the resolution its log records next. Every node
+    on the fork evidence it holds, maybe another spelling of the same fork): it does not move the
+    state again (it would wait forever in front of the resolution its log records next), but once it
+    verifies, its evidence is one of the halts a resolution may name (``also_halted``: each party's
+    quorum certificate names the evidence *it* halted on, and the logs interleave in origin order,
+    not in time) and the resolution settles it too. Every node
     holding the same two logs derives the same state.
     """
     queues = [list(log) for log in logs]
@@ -657,7 +701,12 @@ def merge(
             while heads[log] < len(queue):
                 payload = queue[heads[log]]
                 digest = signing_digest(payload) if isinstance(payload, Mapping) else b""
-                if digest in applied or _halt_already(current, payload):
+                if digest in applied:
+                    heads[log] += 1
+                    continue
+                if _halt_already(current, payload):
+                    current = _also_halted(current, payload, registered_keys, verify_evidence,
+                                           rejected=rejected, at=(log, heads[log]))  # fmt: skip
                     heads[log] += 1
                     continue
                 try:

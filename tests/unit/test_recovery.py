@@ -19,6 +19,7 @@ import hashlib
 from typing import Any
 
 from node.lifecycle import _within_branch
+from protocol.errors import PeerProtocolError
 from protocol.jcs import canonical
 from protocol.lifecycle import State, activation, merge, sign
 from tests.unit.test_lifecycle import CORRIDOR as LC_CORRIDOR
@@ -41,6 +42,67 @@ def test_each_party_halting_does_not_block_the_resolution_behind_the_second_halt
         assert merged.lifecycle.state.state == State.ACTIVE, merged
         assert [t.to_state for t in merged.lifecycle.history][-2:] == [State.HALTED, State.ACTIVE]
         assert merged.waiting == (0, 0)
+
+
+def _halt_on(body: dict[str, Any], party: str) -> dict[str, Any]:
+    payload = unsigned(State.ACTIVE, State.HALTED, reason=f"{party} saw the fork")
+    payload["evidence"] = {
+        "type": "log-equivocation", "body": body, "digest_sha256": hashlib.sha256(canonical(body)).hexdigest()
+    }  # fmt: skip
+    return sign(payload, {party: KEYS[party]})
+
+
+def test_a_quorum_resolution_may_name_the_halt_the_other_party_recorded() -> None:
+    """PAK halts on one spelling of the fork, KSA on another and resolves by quorum naming *its* halt.
+    Merged in origin order PAK's halt comes first; KSA's is a second record of it, and the
+    certificate naming KSA's evidence must still resolve the corridor (it did not: ``wrong-fork``),
+    settling both spellings. A certificate naming evidence no halt recorded is still refused."""
+    first = signed(unsigned(State.DRAFT, State.PENDING))
+    second = signed(unsigned(State.PENDING, State.ACTIVE))
+    pak_body = {"type": "log-equivocation", "spelling": "receipts"}
+    ksa_body = {"type": "log-equivocation", "spelling": "checkpoints"}
+    ksa_digest = hashlib.sha256(canonical(ksa_body)).hexdigest()
+    seen: list[str | None] = []
+
+    def verify_quorum(resolution: Any, halt: str | None) -> None:
+        seen.append(halt)
+        if resolution["certificate"]["evidence"] != halt:
+            raise PeerProtocolError("wrong-fork", "the certificate resolves another halt")
+
+    def resolution(evidence: str) -> dict[str, Any]:
+        payload = unsigned(State.HALTED, State.ACTIVE, method="quorum")
+        payload["resolution"]["certificate"] = {"evidence": evidence}
+        return sign(payload, {"KSA": KEYS["KSA"]})
+
+    hooks = {"verify_evidence": HOOKS["verify_evidence"], "verify_quorum": verify_quorum}
+    pak_log = [first, second, _halt_on(pak_body, "PAK")]
+    ksa_log = [first, second, _halt_on(ksa_body, "KSA"), resolution(ksa_digest)]
+    merged = merge(LC_CORRIDOR, [pak_log, ksa_log], REGISTERED, **hooks)
+    state = merged.lifecycle.state
+    assert state.state == State.ACTIVE and merged.rejected == (), merged
+    assert seen == [ksa_digest]
+    assert state.settled_evidence == {ksa_digest, hashlib.sha256(canonical(pak_body)).hexdigest()}
+    assert state.also_halted == frozenset()
+
+    stranger = hashlib.sha256(b"no halt recorded this").hexdigest()
+    ksa_log[-1] = resolution(stranger)
+    merged = merge(LC_CORRIDOR, [pak_log, ksa_log], REGISTERED, **hooks)
+    assert merged.lifecycle.state.state == State.HALTED
+    assert [r.reason for r in merged.rejected] == ["wrong-fork"]
+
+
+def test_a_forged_second_halt_is_reported_and_adds_nothing() -> None:
+    first = signed(unsigned(State.DRAFT, State.PENDING))
+    second = signed(unsigned(State.PENDING, State.ACTIVE))
+    forged = _halt_on({"type": "log-equivocation", "valid": False}, "KSA")
+    merged = merge(
+        LC_CORRIDOR,
+        [[first, second, _halt_on({"type": "x"}, "PAK")], [first, second, forged]],
+        REGISTERED,
+        **HOOKS,
+    )
+    assert merged.lifecycle.state.state == State.HALTED and merged.lifecycle.state.also_halted == frozenset()
+    assert [r.reason for r in merged.rejected] == ["bad-evidence"]
 
 
 def test_a_resolution_settles_every_spelling_of_the_fork_up_to_its_branch() -> None:
