@@ -286,6 +286,7 @@ class CorridorService:
             nursery.start_soon(self._sync_loop)
             nursery.start_soon(self._cosign_loop)
             nursery.start_soon(self._announce_loop)
+            nursery.start_soon(self._finality_catch_up_loop)
             nursery.start_soon(self.forks.run)
             await nursery.start(self.anchors.run)  # optional L1 anchoring; never blocks the rest
             await nursery.start(self.recovery.run)
@@ -373,8 +374,21 @@ class CorridorService:
         await self._record_halt(evidence, digest)
 
     async def _record_halt(self, evidence: dict[str, Any], digest: str) -> None:
-        """Write ACTIVE -> HALTED with the evidence into our log (once; other states are left alone)."""
+        """Write ACTIVE -> HALTED with the evidence into our log (once; other states are left alone).
+
+        Not for a fork of our own log: our log is the one in question, and a halt receipt would extend
+        a branch that may lose (each one a new conflicting receipt, hence new evidence and another
+        halt, for as long as the fork lasts). The corridor is halted here all the same (the evidence
+        is held: ``effective_state``); the counterparty records the halt and the resolution, and our
+        recovery follows the branch it names.
+        """
         if self.lifecycle.state().state != State.ACTIVE:
+            return
+        if evidence.get("origin") == self.origin:
+            log.warning(
+                "fork of our own log %s: halted; the counterparty records the halt and its resolution",
+                self.origin, extra={"corridor": self.id, "evidence": digest},
+            )  # fmt: skip
             return
         payload = sign_lifecycle(
             {
@@ -544,6 +558,28 @@ class CorridorService:
         self.stats.watcher_cosignatures_received += 1
         if decision is not None and decision.final:
             self.stats.quorum_final += 1
+
+    async def _finality_catch_up_loop(self) -> None:
+        """Decide again on each log's latest stored checkpoint when it is not final yet.
+
+        Decisions are taken when a cosignature arrives. One taken while the corridor was halted says
+        ``halted``, and after the resolution (or our own log's recovery) no new cosignature may come
+        for checkpoints every watcher has cosigned already: without this, finality would resume only
+        with the next receipt. Cheap when there is nothing to do (two head reads).
+        """
+        while True:
+            await trio.sleep(SYNC_INTERVAL)
+            if self.lifecycle.halted():
+                continue
+            for origin in (self.origin, self.counterparty_origin):
+                try:
+                    latest = await trio.to_thread.run_sync(self.quorum.latest_undecided, origin)
+                    if latest is not None:
+                        await self._evaluate(origin, latest)
+                except StoreError as exc:
+                    log.warning(
+                        "finality catch-up of %s failed: %s", origin, exc, extra={"corridor": self.id}
+                    )
 
     async def _evaluate(self, origin: str, size: int) -> None:
         decision = await trio.to_thread.run_sync(self.quorum.on_party_cosigned, origin, size)

@@ -67,6 +67,8 @@ log = logging.getLogger(__name__)
 
 _MARK = b'"kind":"lifecycle"'
 _NO_LIMIT = 2**62
+_OWN_COPY_REASONS = frozenset({"ledger-mismatch", "ledger-not-held"})
+"""Refusals of a quorum certificate that say this node's copy of a log differs, not the certificate."""
 
 
 def halt_verifier(log_keys: Mapping[str, VerifierKey]) -> EvidenceVerifier:
@@ -175,6 +177,34 @@ class LifecycleTracker:
             branch = (payload or {}).get("resolution", {}).get("branch", {})
             if payload is not None and branch.get("origin") == origin:
                 return payload
+        return self._unjudged_resolution_for(origin, merged)
+
+    def _unjudged_resolution_for(self, origin: str, merged: MergedLifecycle) -> dict[str, Any] | None:
+        """A quorum resolution naming ``origin``'s branch that only our copy of that log kept us from judging.
+
+        The forked party's own log is the losing branch up to the point it restored, so the ledger
+        prefix a certificate names (common to both branches as the resolver sees them) may not be
+        what its own copy holds: the resolution is refused here with ``ledger-mismatch`` or
+        ``ledger-not-held`` for its own log, and the corridor would stay HALTED for ever. Recovery
+        may act on such a resolution when the corridor is HALTED and this node holds verified fork
+        evidence *about that log* (it signed two branches; an honest log's node never does): it pulls
+        only receipts signed by that log's key whose root at the branch size is the named root, and
+        once its copy is the branch, the merge judges the resolution like every other node's.
+        """
+        if merged.lifecycle.state.state != State.HALTED:
+            return None
+        with self._lock:
+            forked = any(body.get("origin") == origin for body in self._forks.values())
+            halt = self.halt_evidence_body(merged.lifecycle.state.halt_evidence)
+            if not forked and (halt is None or halt.get("origin") != origin):
+                return None
+            for rejected in reversed(merged.rejected):
+                if rejected.reason not in _OWN_COPY_REASONS:
+                    continue
+                payload = self._payloads[self.origins[rejected.log]][rejected.position]
+                resolution = payload.get("resolution") if payload.get("to") == "ACTIVE" else None
+                if isinstance(resolution, Mapping) and resolution.get("branch", {}).get("origin") == origin:
+                    return payload
         return None
 
     def _read(self) -> bool:

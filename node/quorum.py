@@ -350,6 +350,16 @@ class QuorumCollector:
             self._merge_ahead(origin)
             return self.evaluate(origin, size)
 
+    def latest_undecided(self, origin: str) -> int | None:
+        """The size of ``origin``'s latest stored checkpoint if it is beyond the quorum-final size."""
+        try:
+            cp, _ = parse_checkpoint(self.store.checkpoint(origin))
+        except StoreError as exc:
+            if exc.reason in {"not-found", "unknown-origin"}:
+                return None
+            raise
+        return cp.size if cp.size > self.final_size(origin) else None
+
     def evaluate(self, origin: str, size: int) -> QuorumDecision | None:
         """Decide finality of the stored checkpoint of ``origin`` at ``size``; record it if final."""
         with self._lock:

@@ -138,6 +138,7 @@ class OwnLogRecovery:
         self.last_error = ""
         self._agreed: set[str] = set()
         self._failed: set[str] = set()
+        self._turn = -1
         self._kick = Kick()
         open_orphans(store)  # now, while nothing else writes (see store.orphans)
         if self.peer_ids:  # with no counterparty peer configured there is nobody to check with
@@ -211,10 +212,16 @@ class OwnLogRecovery:
         return {peer for peer in self.peer_ids if self.host.is_connected(peer)}
 
     async def _wait_peer(self) -> str:
+        """A connected corridor peer, a different one on each call (in turn).
+
+        The corridor's peers include its watchers, which serve no log: trying the same first peer
+        again after a failure would never reach the counterparty.
+        """
         while True:
             peers = sorted(self._connected())
             if peers:
-                return peers[0]
+                self._turn += 1
+                return peers[self._turn % len(peers)]
             await trio.sleep(RETRY)
 
     # ------------------------------------------------------------ own-log check

@@ -1,13 +1,15 @@
 """The fault-injection report: run every scenario, print the figures, exit 1 if any check failed.
 
     python -m tests.faults report [--crashes N] [--partitions M] [--seed S] [--json FILE]
-                                  [--flood F] [--only NAME ...] [--dir D]
+                                  [--flood F] [--forks K] [--losses L] [--only NAME ...] [--dir D]
 
 Scenarios (one module each in ``tests/faults``): ``crash`` (N SIGKILLs of nodes and a watcher under
 load), ``partition`` (M cuts or lossy links, healed; needs root for network namespaces),
 ``clock-skew`` (a node 600 s ahead, then one 120 s behind), ``disk-full`` (a tiny tmpfs fills and
 grows back; needs root), ``byzantine`` (an allowed peer's bad inputs and a flood), ``anchor-outage``
-(the L1 RPC node hangs, then restarts, under load; needs anvil). A scenario that
+(the L1 RPC node hangs, then restarts, under load; needs anvil), ``fork`` (a node restored from an old
+backup forks its log; halted, resolved by quorum, recovered), ``disk-loss`` (a node's data directory
+deleted; it recovers its own log from its counterparty). A scenario that
 cannot run here is reported as skipped, with the reason. Printed per scenario and in total: faults
 injected, bad inputs tried (and counted as rejected by the node), acknowledged receipts, receipts
 lost (must be 0), time to converge after a fault (p50 / max).
@@ -31,6 +33,7 @@ from tests.faults.anchor_outage import anvil_available, run_anchor_outage
 from tests.faults.byzantine import run_byzantine
 from tests.faults.crash import run_crashes
 from tests.faults.disk import disk_available, run_disk_full
+from tests.faults.fork import run_disk_losses, run_forks
 from tests.faults.harness import Tally
 from tests.faults.partition import run_partitions
 from tests.faults.proxy import netns_available
@@ -38,7 +41,16 @@ from tests.faults.skew import run_skew
 
 __all__ = ["SCENARIOS", "add_report_command", "format_table", "run_report"]
 
-SCENARIOS = ("crash", "partition", "clock-skew", "disk-full", "byzantine", "anchor-outage")
+SCENARIOS = (
+    "crash",
+    "partition",
+    "clock-skew",
+    "disk-full",
+    "byzantine",
+    "anchor-outage",
+    "fork",
+    "disk-loss",
+)
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -108,6 +120,8 @@ def run_report(
     partitions: int,
     seed: int,
     flood: int,
+    forks: int = 3,
+    losses: int = 4,
     only: tuple[str, ...] = SCENARIOS,
     log: Callable[[str], None] = print,
 ) -> tuple[list[Tally], dict[str, str]]:
@@ -150,6 +164,12 @@ def run_report(
                 skipped[name] = missing
                 continue
             tallies.append(_guarded(name, lambda: run_anchor_outage(base / "anchor", seed=seed, log=log)))
+        elif name == "fork":
+            tallies.append(_guarded(name, lambda: run_forks(base / "fork", forks=forks, seed=seed, log=log)))
+        elif name == "disk-loss":
+            tallies.append(_guarded(
+                name, lambda: run_disk_losses(base / "disk-loss", losses=losses, seed=seed, log=log)
+            ))  # fmt: skip
         else:
             raise ValueError(f"unknown scenario {name!r}")
         log(f"   ({time.monotonic() - started:.0f} s)")
@@ -166,6 +186,8 @@ def add_report_command(subparsers: Any) -> None:
     parser.add_argument(
         "--flood", type=int, default=5000, help="garbage messages in the flood (default 5000)"
     )
+    parser.add_argument("--forks", type=int, default=3, help="forks provoked and resolved (default 3)")
+    parser.add_argument("--losses", type=int, default=4, help="data directories deleted (default 4)")
     parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
     parser.add_argument("--json", type=Path, help="also write the figures as JSON to this file")
     parser.add_argument("--dir", type=Path, help="keep the nodes' folders here (default: a temporary folder)")
@@ -185,6 +207,7 @@ def _report(args: argparse.Namespace) -> int:
         base.mkdir(parents=True, exist_ok=True)
         tallies, skipped = run_report(
             base, crashes=args.crashes, partitions=args.partitions, seed=seed, flood=args.flood,
+            forks=args.forks, losses=args.losses,
             only=tuple(args.only), log=log,
         )  # fmt: skip
     elapsed = time.monotonic() - started

@@ -10,6 +10,7 @@ namespaces, mounting a tmpfs) are skipped without it.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from tests.faults.anchor_outage import run_anchor_outage
 from tests.faults.byzantine import run_byzantine
 from tests.faults.crash import run_crashes
 from tests.faults.disk import disk_available, run_disk_full
+from tests.faults.fork import run_disk_losses, run_forks
 from tests.faults.harness import Tally
 from tests.faults.partition import run_partitions
 from tests.faults.proxy import netns_available
@@ -78,3 +80,17 @@ def test_anchoring_survives_an_l1_hang_and_restart_without_holding_up_finality(t
     tally = run_anchor_outage(tmp_path, episodes=2, seed=SEED)
     assert_passed(tally, 2)
     assert "anchors confirmed" in tally.notes[0], tally.notes
+
+
+def test_a_restored_backup_forks_is_resolved_by_quorum_and_recovers(tmp_path: Path) -> None:
+    """Real bonded watchers, no operator: halt, quorum resolution, PAK's losing branch set aside."""
+    tally = run_forks(tmp_path, forks=1, seed=SEED)
+    assert_passed(tally, 1)
+    kept = re.search(r"set aside \(kept in /orphans\): (\d+);", tally.notes[0])
+    # The 5 transfers PAK took while KSA was away, and any it took before it halted.
+    assert kept and int(kept.group(1)) >= 5 and "slashed 0" in tally.notes[0], tally.notes
+
+
+def test_deleted_data_directories_are_recovered_from_the_counterparty(tmp_path: Path) -> None:
+    tally = run_disk_losses(tmp_path, losses=2, seed=SEED)
+    assert_passed(tally, 2)
