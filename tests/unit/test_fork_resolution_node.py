@@ -250,3 +250,47 @@ def test_lifecycle_sign_builds_a_two_party_resolution_from_its_flags() -> None:
     with pytest.raises(LocalProtocolError) as caught:
         _new_payload(argparse.Namespace(**{**flags, "branch_root": None}))
     assert caught.value.reason == "usage"
+
+
+async def test_the_forked_party_records_no_halt_in_its_own_log(forked: Any) -> None:
+    """A halt receipt in the forked log would extend a branch that may lose (and make new evidence)."""
+    pak, _, size, _ = forked
+    held = pak.store.receipt(PAK, size - 1)
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    other = build_receipt(
+        key=PAK_KEY, corridor_id=CORRIDOR, sequence=size - 1, timestamp=now,
+        prev_root=bytes.fromhex(json.loads(pak.store.receipt(PAK, size - 2))["next_root"]),
+        kind="transfer", payload=transfer(999),
+    )  # fmt: skip
+    head = pak.store.head(PAK).size
+    await pak.on_fork(log_equivocation_from_receipts(held, other.raw), "test")
+    assert pak.lifecycle.halted() and pak.lifecycle.state().state == "ACTIVE"  # halted, not recorded
+    assert pak.store.head(PAK).size == head
+
+
+async def test_a_forked_node_whose_copy_cannot_judge_the_resolution_is_pointed_at_its_branch(
+    forked: Any, tmp_path: Path
+) -> None:
+    """The losing copy of PAK's log refuses the certificate (``ledger-mismatch``) and stays HALTED on the
+    verified evidence that *its own* log forked; ``resolution_for`` still names the resolution, so that
+    recovery pulls the branch (signed by its own key) and the merge then judges it like everyone's.
+    Without the fork of its own log in question (the other origin), nothing is named."""
+    _, ksa, size, note_b = forked
+    assert await ksa.forks.on_watcher_note(PAK, note_b, "test")
+    assert await ksa.forks.resolve_once()
+    with LogStore(tmp_path / "other") as store, Ingestor(store, workers=0) as ingest:
+        losing = service(store, PAK_KEY, KSA_KEY, "PAK", ingest)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(losing.writer.run)
+            for payload in activation(CORRIDOR, PARTIES, DEF_HEX):
+                await losing.writer.submit("lifecycle", payload)
+            for i in range(size):
+                await losing.writer.submit("transfer", transfer(100 + i))
+            replicate(ksa.store, losing, KSA)
+            assert [r["reason"] for r in losing.lifecycle.status()["rejected"]] == ["ledger-mismatch"]
+            assert losing.lifecycle.state().state == "HALTED"
+            payload = losing.lifecycle.resolution_for(PAK)
+            assert payload is not None and payload["resolution"]["method"] == "quorum"
+            assert payload["resolution"]["branch"]["origin"] == PAK
+            assert losing.lifecycle.resolution_for(KSA) is None
+            nursery.cancel_scope.cancel()
