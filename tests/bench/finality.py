@@ -40,7 +40,6 @@ from typing import Any
 
 import nacl.signing
 
-from node.p2p import load_or_create_identity, peer_id_of
 from protocol.checkpoints import Checkpoint, add_signatures, cosign, sign_checkpoint, verify_cosignatures
 from protocol.keys import ALG_COSIGNATURE_V1, SigningKey
 from tests.integration.netharness import (
@@ -49,12 +48,10 @@ from tests.integration.netharness import (
     Network,
     _child_env,
     _sez_node_argv,
-    free_ports,
-    make_network,
     transfer,
     wait_until,
 )
-from watcher.config import add_followed_log, write_initial_config
+from tests.integration.watched import make_watched_network
 
 __all__ = ["main", "run"]
 
@@ -101,29 +98,8 @@ class _Watcher:
 
 def _setup(base: Path, watchers: int) -> tuple[Network, list[_Watcher]]:
     """Write the node and watcher directories (nothing started)."""
-    ports = free_ports(2 * watchers)
-    configs, addrs = [], []
-    for i in range(watchers):
-        p2p_port, http_port = ports[2 * i], ports[2 * i + 1]
-        directory = base / f"watcher{i + 1}"
-        config = write_initial_config(
-            directory, f"w{i + 1}.example", f"/ip4/127.0.0.1/tcp/{p2p_port}", f"127.0.0.1:{http_port}"
-        )
-        peer_id = peer_id_of(load_or_create_identity(directory / "identity.key"))
-        addrs.append(f"/ip4/127.0.0.1/tcp/{p2p_port}/p2p/{peer_id}")
-        configs.append(config)
-    network = make_network(
-        base / "net", ["PAK", "KSA"], corridors=[C], checkpoint_every=1,
-        extra_peers={C: {"PAK": addrs, "KSA": addrs}},
-    )  # fmt: skip
-    result = []
-    for i, config in enumerate(configs):
-        for spec in network.specs.values():
-            add_followed_log(
-                config, corridor=C, origin=spec.origin(C), vkey=spec.log_key(C).to_vkey(),
-                peers=[s.addr for s in network.specs.values()],
-            )  # fmt: skip
-        result.append(_Watcher(network.child(f"watcher{i + 1}"), config))
+    network, folders = make_watched_network(base, watchers, corridor=C)
+    result = [_Watcher(network.child(f.name), f.config) for f in folders]
     return network, result
 
 

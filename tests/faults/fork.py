@@ -42,7 +42,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from node.p2p import load_or_create_identity, peer_id_of
 from tests.faults.crash import WatcherProcess
 from tests.faults.harness import (
     CORRIDOR,
@@ -57,13 +56,12 @@ from tests.integration.netharness import (
     Network,
     _child_env,
     _sez_node_argv,
-    free_ports,
     make_network,
     transfer,
     wait_until,
 )
 from tests.integration.test_watcher_process import _watcher_argv
-from watcher.config import add_followed_log, write_initial_config
+from tests.integration.watched import make_watched_network
 
 __all__ = ["run_disk_losses", "run_forks"]
 
@@ -77,28 +75,8 @@ PROVOKE_EVERY = 1.0
 
 
 def _make_watched_network(base: Path) -> tuple[Network, list[WatcherProcess]]:
-    ports = free_ports(2 * WATCHERS)
-    configs, addrs = [], []
-    for i in range(WATCHERS):
-        p2p_port, http_port = ports[2 * i], ports[2 * i + 1]
-        directory = base / f"watcher{i + 1}"
-        config = write_initial_config(
-            directory, f"w{i + 1}.example", f"/ip4/127.0.0.1/tcp/{p2p_port}", f"127.0.0.1:{http_port}"
-        )
-        peer_id = peer_id_of(load_or_create_identity(directory / "identity.key"))
-        addrs.append(f"/ip4/127.0.0.1/tcp/{p2p_port}/p2p/{peer_id}")
-        configs.append((config, http_port))
-    network = make_network(
-        base / "net", ["PAK", "KSA"], corridors=[CORRIDOR], checkpoint_every=1,
-        extra_peers={CORRIDOR: {"PAK": addrs, "KSA": addrs}},
-    )  # fmt: skip
-    watchers = []
-    for i, (config, http_port) in enumerate(configs):
-        for spec in network.specs.values():
-            vkey = spec.log_key(CORRIDOR).to_vkey()
-            peers = [s.addr for s in network.specs.values()]
-            add_followed_log(config, corridor=CORRIDOR, origin=spec.origin(CORRIDOR), vkey=vkey, peers=peers)
-        watchers.append(WatcherProcess(network.child(f"watcher{i + 1}"), config, http_port))
+    network, folders = make_watched_network(base, WATCHERS, corridor=CORRIDOR)
+    watchers = [WatcherProcess(network.child(f.name), f.config, f.http_port) for f in folders]
     return network, watchers
 
 

@@ -21,19 +21,16 @@ from typing import Any
 
 import pytest
 
-from node.p2p import load_or_create_identity, peer_id_of
 from tests.integration.netharness import (
     ACTIVATION_RECEIPTS,
     Network,
     _child_env,
     _sez_node_argv,
-    free_ports,
-    make_network,
     transfer,
     wait_until,
 )
 from tests.integration.test_watcher_process import WatcherProcess, _watcher_argv
-from watcher.config import add_followed_log, write_initial_config
+from tests.integration.watched import make_watched_network
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -44,29 +41,8 @@ WATCHERS = 4
 
 @pytest.fixture
 def setup(tmp_path: Path) -> Iterator[tuple[Network, list[WatcherProcess]]]:
-    ports = free_ports(2 * WATCHERS)
-    configs, addrs = [], []
-    for i in range(WATCHERS):
-        p2p_port, http_port = ports[2 * i], ports[2 * i + 1]
-        directory = tmp_path / f"watcher{i + 1}"
-        config = write_initial_config(
-            directory, f"w{i + 1}.example", f"/ip4/127.0.0.1/tcp/{p2p_port}", f"127.0.0.1:{http_port}"
-        )
-        peer_id = peer_id_of(load_or_create_identity(directory / "identity.key"))
-        addrs.append(f"/ip4/127.0.0.1/tcp/{p2p_port}/p2p/{peer_id}")
-        configs.append((config, http_port))
-    network = make_network(
-        tmp_path / "net", ["PAK", "KSA"], corridors=[C], checkpoint_every=1,
-        extra_peers={C: {"PAK": addrs, "KSA": addrs}},
-    )  # fmt: skip
-    watchers = []
-    for i, (config, http_port) in enumerate(configs):
-        for spec in network.specs.values():
-            add_followed_log(
-                config, corridor=C, origin=spec.origin(C), vkey=spec.log_key(C).to_vkey(),
-                peers=[s.addr for s in network.specs.values()],
-            )  # fmt: skip
-        watchers.append(WatcherProcess(network.child(f"watcher{i + 1}"), config, http_port))
+    network, folders = make_watched_network(tmp_path, WATCHERS, corridor=C)
+    watchers = [WatcherProcess(network.child(f.name), f.config, f.http_port) for f in folders]
     try:
         yield network, watchers
     finally:

@@ -40,6 +40,7 @@ from tests.integration.netharness import (
     wait_stable,
     wait_until,
 )
+from tests.integration.test_fork_processes import _halted, _provoke, _replicated
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -54,32 +55,6 @@ def network(tmp_path: Path) -> Iterator[Network]:
         yield network
     finally:
         network.close()
-
-
-def _replicated(network: Network, size: int) -> bool:
-    return bool(network["KSA"].status(C)["counterparty"]["size"] >= size)
-
-
-def _halted(network: Network, party: str) -> dict[str, Any] | None:
-    status: dict[str, Any] = network[party].status(C)
-    return status if status["halted"] and status["forks"] else None
-
-
-def _provoke(network: Network) -> dict[str, Any]:
-    """Until KSA halts, PAK writes a transfer about once a second: the gossip of its batches (once
-    the mesh with the restarted KSA formed) carries receipts that conflict with the ones KSA holds.
-    Returns KSA's halted status."""
-    polls = 0
-
-    def halted_or_write() -> dict[str, Any] | None:
-        nonlocal polls
-        status = _halted(network, "KSA")
-        if status is None and polls % 20 == 0:
-            network["PAK"].submit(C, transfer(f"PAK-on-the-old-branch-{polls}"))  # refused once PAK halts
-        polls += 1
-        return status
-
-    return wait_until(halted_or_write, TIMEOUT, "KSA to detect the fork and halt", network=network)
 
 
 def _settled(network: Network) -> tuple[int, int] | None:
