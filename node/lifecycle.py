@@ -163,8 +163,15 @@ class LifecycleTracker:
             self._dirty = True
 
     def resolution_for(self, origin: str) -> dict[str, Any] | None:
-        """The latest applied HALTED -> ACTIVE payload whose resolution names a branch of ``origin``."""
+        """The latest applied HALTED -> ACTIVE payload whose resolution names a branch of ``origin``.
+
+        While the corridor is HALTED, instead: a quorum resolution naming ``origin``'s branch that
+        only our copy of that log kept us from judging (:meth:`_unjudged_resolution_for`), or None.
+        """
         merged = self.merged()
+        if merged.lifecycle.state.state == State.HALTED:
+            # Halted again: an applied resolution is an earlier fork's, which our log agreed with.
+            return self._unjudged_resolution_for(origin, merged)
         with self._lock:
             by_digest = {
                 signing_digest(payload).hex(): payload
@@ -177,7 +184,7 @@ class LifecycleTracker:
             branch = (payload or {}).get("resolution", {}).get("branch", {})
             if payload is not None and branch.get("origin") == origin:
                 return payload
-        return self._unjudged_resolution_for(origin, merged)
+        return None
 
     def _unjudged_resolution_for(self, origin: str, merged: MergedLifecycle) -> dict[str, Any] | None:
         """A quorum resolution naming ``origin``'s branch that only our copy of that log kept us from judging.
@@ -191,8 +198,6 @@ class LifecycleTracker:
         only receipts signed by that log's key whose root at the branch size is the named root, and
         once its copy is the branch, the merge judges the resolution like every other node's.
         """
-        if merged.lifecycle.state.state != State.HALTED:
-            return None
         with self._lock:
             forked = any(body.get("origin") == origin for body in self._forks.values())
             halt = self.halt_evidence_body(merged.lifecycle.state.halt_evidence)
