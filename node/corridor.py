@@ -261,7 +261,6 @@ class CorridorService:
             on_reset=self._own_log_reset, on_ready=self._own_log_ready,
         )  # fmt: skip
         """Own-log check at start and recovery onto a resolution's branch (design §8; node.recovery)."""
-        self._pending_halt: tuple[dict[str, Any], str] | None = None
         """A halt our writer refused while the recovery held it: recorded once it is released."""
 
     # ------------------------------------------------------------------ running
@@ -400,17 +399,21 @@ class CorridorService:
         )  # fmt: skip
         try:
             await self.writer.submit("lifecycle", payload)
-        except SezError as exc:  # already recorded, or the state moved on meanwhile
-            if exc.reason == "recovering":  # our log is being checked: record it once that is done
-                self._pending_halt = (evidence, digest)
+        except SezError as exc:  # already recorded, the state moved on, or our log is being checked
             log.info("halt not recorded: %s: %s", exc.reason, exc.message, extra={"corridor": self.id})
 
     async def _own_log_ready(self) -> None:
-        """The recovery released the writer: announce our (new) head; record a halt refused meanwhile."""
+        """The recovery released the writer: announce our (new) head; record a halt refused meanwhile.
+
+        Every unresolved fork is tried, in digest order, until one halt is recorded: the evidence seen
+        last while the writer was held may be an already-settled spelling of an earlier fork (the
+        halt for the new one would then wait for the next piece of evidence to arrive).
+        """
         self._announce_kick.kick()
-        pending, self._pending_halt = self._pending_halt, None
-        if pending is not None:
-            await self._record_halt(*pending)
+        for digest, evidence in sorted(self.lifecycle.unresolved_forks().items()):
+            if self.lifecycle.state().state != State.ACTIVE:
+                break
+            await self._record_halt(evidence, digest)
 
     # --------------------------------------------------------------- validators
 

@@ -129,6 +129,8 @@ class ForkResolver:
             slash_policy=quorum.slash_policy,
         )
         self.last_assessment: dict[str, Any] | None = None
+        self._last_reason: str | None = None
+        """The reason logged last by :meth:`resolve_once` (logged again only when it changes)."""
         self._prefixes: dict[tuple[str, int, bytes], tuple[LedgerEntry, ...]] = {}
         """(origin, size, root) -> the watcher receipts of that prefix (see :meth:`held`)."""
 
@@ -488,7 +490,13 @@ class ForkResolver:
         service = self.service
         assessment = await trio.to_thread.run_sync(self.assess)
         if assessment is None or "payload" not in assessment:
+            reason = None if assessment is None else assessment.get("reason")
+            if reason is not None and reason != self._last_reason:
+                # Once per change: why the fork is not resolved yet (also in lifecycle status ``fork``).
+                log.info("fork not resolved yet: %s", reason, extra={"corridor": self.corridor_id})
+            self._last_reason = reason
             return False
+        self._last_reason = None
         payload = sign_lifecycle(assessment["payload"], {service.party: service.key})
         try:
             await service.writer.submit("lifecycle", payload)
