@@ -229,7 +229,12 @@ def test_settle_between_two_processes_and_refusals_over_libp2p(network: tuple[Ne
     # A fresh window of PAK's log (KSA's stays put), final on KSA: the test nets it from KSA's replica
     # with the protocol's own netting, then proposes figures that differ, validly signed by PAK.
     write_traffic(pak, ksa, seed=7, count=10)
-    cp, _ = parse_checkpoint(ksa.checkpoint(pak_origin))
+    head = pak.status(C)["log"]["size"]
+    # KSA's latest checkpoint of PAK's log once it covers the new traffic (not before it replicated it).
+    cp = wait_until(
+        lambda: (latest := parse_checkpoint(ksa.checkpoint(pak_origin))[0]).size >= head and latest,
+        FINAL_TIMEOUT, f"KSA to hold a checkpoint of {pak_origin} at {head}", network=net,
+    )  # fmt: skip
     wait_until(lambda: final_on_both(net, pak_origin, cp.size), FINAL_TIMEOUT,
                f"{pak_origin} to be final at {cp.size}", network=net)  # fmt: skip
     old = windows[pak_origin]
