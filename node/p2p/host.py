@@ -345,8 +345,13 @@ class P2PHost:
                 if self.is_connected(wanted.peer_id):
                     if wanted.connected_since is None:
                         wanted.connected_since = now
-                    elif now - wanted.connected_since >= policy.stable_after:
+                    if now - wanted.connected_since >= policy.stable_after:
                         wanted.failures = 0
+                    elif wanted.failures:
+                        # Wake when the connection has lived long enough to count as stable: without
+                        # this the reset waited for the next change, and a link cut again before then
+                        # redialled with the backoff of every earlier outage (up to max_delay).
+                        wake_at = min(wake_at, wanted.connected_since + policy.stable_after)
                     continue
                 wanted.connected_since = None
                 if wanted.next_attempt <= now:

@@ -348,6 +348,27 @@ async def test_redial_restores_dropped_connection_and_survives_dead_peers() -> N
         assert a.statistics().wanted_peers == 1
 
 
+async def test_a_connection_that_lasts_resets_the_redial_backoff_without_waiting_for_a_change() -> None:
+    """After outages the backoff has grown; once the new connection has lived ``stable_after`` it starts
+    again from the first delay. The reset used to wait for the loop's next wake-up (a change, or
+    ``max_delay`` later), so a link cut again before that redialled with every earlier outage's backoff."""
+    policy = RedialPolicy(initial_delay=0.05, max_delay=30.0, stable_after=0.5)
+    b_key = generate_identity()
+    async with open_host(b_key) as probe:
+        b_addr = probe.listen_addr  # a port that was just free; nobody listens there now
+    listen = "/" + "/".join(str(b_addr).split("/")[1:5])  # /ip4/127.0.0.1/tcp/PORT
+    async with open_host(generate_identity(), redial=policy) as a:
+        a.allowlist.add(peer_id_of(b_key))
+        a.keep_connected(b_addr)
+        wanted = a._wanted[peer_id_of(b_key)]
+        await wait_until(lambda: wanted.failures >= 3)  # 0.05 + 0.1 + 0.2 s of refused dials
+        async with open_host(b_key, listen_addr=listen, allowlist=[a.peer_id]):
+            with trio.fail_after(WAIT):
+                await a.wait_connected(peer_id_of(b_key))
+            assert wanted.failures >= 3
+            await wait_until(lambda: wanted.failures == 0, timeout=policy.stable_after + 2.0)
+
+
 # -- gossip --------------------------------------------------------------------------------------
 
 
