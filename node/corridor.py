@@ -257,11 +257,10 @@ class CorridorService:
         )  # fmt: skip
         self.recovery = OwnLogRecovery(
             store=store, corridor_id=config.id, key=self.key.verifier(), lifecycle=self.lifecycle,
-            host=host, peer_ids=config.peer_ids, check_timeout=own_log_check_timeout,
+            host=host, ingestor=ingestor, peer_ids=config.peer_ids, check_timeout=own_log_check_timeout,
             on_reset=self._own_log_reset, on_ready=self._own_log_ready,
         )  # fmt: skip
         """Own-log check at start and recovery onto a resolution's branch (design §8; node.recovery)."""
-        """A halt our writer refused while the recovery held it: recorded once it is released."""
 
     # ------------------------------------------------------------------ running
 
@@ -568,7 +567,8 @@ class CorridorService:
         Decisions are taken when a cosignature arrives. One taken while the corridor was halted says
         ``halted``, and after the resolution (or our own log's recovery) no new cosignature may come
         for checkpoints every watcher has cosigned already: without this, finality would resume only
-        with the next receipt. Cheap when there is nothing to do (two head reads).
+        with the next receipt. Each round reads and parses each log's latest checkpoint; a decision
+        is taken only when that checkpoint is not final yet.
         """
         while True:
             await trio.sleep(SYNC_INTERVAL)
@@ -910,17 +910,14 @@ def serve_sync_frames(
         partial_since: float | None = None
         while True:
             if partial_since is None:
-                limit, why = idle_timeout, "idle"
+                deadline, why = trio.current_time() + idle_timeout, f"idle for {idle_timeout:.0f} s"
             else:
-                limit, why = partial_since + frame_timeout - trio.current_time(), "incomplete frame"
-            with trio.move_on_after(max(limit, 0.0)) as waited:
+                deadline, why = partial_since + frame_timeout, f"frame incomplete after {frame_timeout:.0f} s"
+            with trio.move_on_at(deadline) as waited:
                 data = await stream.receive_some(65536)
             if waited.cancelled_caught:
-                log.info(
-                    "sync stream from %s closed: %s for %.0f s", stream.peer_id, why,
-                    idle_timeout if partial_since is None else frame_timeout,
-                    extra={"peer": str(stream.peer_id), "reason": "sync-timeout"},
-                )  # fmt: skip
+                log.info("sync stream from %s closed: %s", stream.peer_id, why,
+                         extra={"peer": str(stream.peer_id), "reason": "sync-timeout"})  # fmt: skip
                 return
             if not data:
                 return

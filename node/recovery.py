@@ -31,13 +31,14 @@ own log, and :class:`OwnLogRecovery` handles both, for one corridor:
   held** (an operator must look). Otherwise the hold ends and our writer continues at the right
   sequence.
 
-Every received receipt goes through the same checks as any other (``verify_receipt`` under our
+Every received receipt goes through the same checks as any other (the ``Ingestor``: under our
 registered key, ``check_chain`` inside ``LogStore.append``): the counterparty cannot make us store
 anything we did not sign.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -50,7 +51,6 @@ from protocol.checkpoints import Checkpoint, open_checkpoint
 from protocol.errors import PeerProtocolError
 from protocol.keys import VerifierKey
 from protocol.lifecycle import signing_digest
-from protocol.receipts import Receipt, verify_receipt
 from protocol.sync import PROTOCOL_ID
 from protocol.wire import (
     MAX_RANGE_RECEIPTS,
@@ -63,6 +63,7 @@ from protocol.wire import (
 from store import LogStore, StoreError
 from store.orphans import open_orphans, orphan_receipts, orphan_sets, set_aside
 
+from .ingest import Ingestor
 from .lifecycle import LifecycleTracker
 from .p2p import P2PHost
 from .runtime import Kick
@@ -100,6 +101,7 @@ class OwnLogRecovery:
         key: our log's registered verifier key (its name is our origin).
         lifecycle: the corridor's tracker (holds, guards, the resolution).
         host: the p2p host (connected peers, streams).
+        ingestor: verifies pulled receipts under our registered key and appends them (as for any log).
         peer_ids: the counterparty's configured peer ids.
         check_timeout: seconds the start-up check waits for a counterparty.
         on_reset: called in a worker thread after our log was cut back or grew by recovery, with the
@@ -116,6 +118,7 @@ class OwnLogRecovery:
         key: VerifierKey,
         lifecycle: LifecycleTracker,
         host: P2PHost,
+        ingestor: Ingestor,
         peer_ids: Sequence[str],
         check_timeout: float,
         on_reset: Callable[[int], None],
@@ -127,6 +130,7 @@ class OwnLogRecovery:
         self.key = key
         self.lifecycle = lifecycle
         self.host = host
+        self._ingestor = ingestor
         self.peer_ids = tuple(peer_ids)
         self.check_timeout = check_timeout
         self._on_reset = on_reset
@@ -346,6 +350,7 @@ class OwnLogRecovery:
         )  # fmt: skip
 
     async def _recover_with(self, peer: str, payload: dict[str, Any]) -> None:
+        digest = signing_digest(payload).hex()
         branch = payload["resolution"]["branch"]
         size, root = int(branch["size"]), str(branch["root"])
         stream = await self.host.open_stream(peer, PROTOCOL_ID)
@@ -375,7 +380,7 @@ class OwnLogRecovery:
                 _, orphan = await trio.to_thread.run_sync(
                     lambda: set_aside(
                         self.store, self.origin, lo, at=utc_timestamp(), evidence=evidence,
-                        reason=f"fork resolution {digest_of(payload)}: canonical branch {size} {root}",
+                        reason=f"fork resolution {digest}: canonical branch {size} {root}",
                     )
                 )  # fmt: skip
                 if orphan is not None:
@@ -421,19 +426,11 @@ class OwnLogRecovery:
         while seq < end:
             raws = await self._fetch(session, seq, min(MAX_RANGE_RECEIPTS, end - seq))
             last = seq + len(raws) == end
-            await trio.to_thread.run_sync(self._append, raws, note if last else None)
+            ingest = functools.partial(self._ingestor.ingest, checkpoint=note if last else None)
+            await trio.to_thread.run_sync(ingest, self.origin, raws)
             seq += len(raws)
             self.pulled += len(raws)
         await trio.to_thread.run_sync(self._on_reset, end)
-
-    def _append(self, raws: Sequence[bytes], note: bytes | None) -> None:
-        verified = [verify_receipt(Receipt.from_bytes(raw), self.key) for raw in raws]
-        self.store.append(self.origin, verified, checkpoint=note)
-
-
-def digest_of(payload: dict[str, Any]) -> str:
-    """The signing digest (hex) of a lifecycle payload: how logs and the API name a transition."""
-    return signing_digest(payload).hex()
 
 
 def orphans_listing(store: LogStore, origin: str, corridor_id: str) -> dict[str, Any]:
